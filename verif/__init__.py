@@ -1,0 +1,1 @@
+"""Verification: golden-model tests, Amaranth-simulator tests and cocotb + Verilator benches."""
