@@ -58,3 +58,6 @@ lint: $(STAMP) ## ruff over the Python sources
 clean: ## remove build outputs (keeps .venv; rm -rf .venv to start over)
 	rm -rf $(BUILD) .pytest_cache .hypothesis
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+train-report: $(STAMP) ## golden training sweep: docs/results/training.md and its plots
+	$(RUN) -m golden.train_report
