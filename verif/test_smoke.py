@@ -6,7 +6,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hdl.smoke import SmokeAccumulator
-from verif.harness import run_cocotb, pick_seed
+from verif.harness import pick_seed, run_cocotb
 
 
 def test_width_is_validated():
