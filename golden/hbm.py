@@ -127,7 +127,7 @@ def encode(exponents, mantissas) -> bytes:
     m = _check_mantissas(mantissas)
     if m.shape[0] != e.shape[0]:
         raise ValueError(
-            f"{e.shape[0]} exponents but {m.shape[0]} blocks of mantissas")
+            f"Got {e.shape[0]} exponent(s) for {m.shape[0]} block(s) of mantissas")
     nz = m != 0
     blk_nz = nz.any(axis=1)
     bad = np.flatnonzero(blk_nz & (e == 0))
@@ -141,6 +141,8 @@ def encode(exponents, mantissas) -> bytes:
 
     # Pad to whole superblocks with zero blocks (they emit nothing).
     n_blocks = m.shape[0]
+    if n_blocks == 0:
+        return b""
     n_sb = -(-n_blocks // SUPERBLOCK)
     pad = n_sb * SUPERBLOCK - n_blocks
     nz = np.concatenate([nz, np.zeros((pad, BLOCK), bool)])
