@@ -172,8 +172,7 @@ def error_bound(a: BFPTensor, b: BFPTensor, out: Accumulator) -> np.ndarray:
     ``math.fsum``): a plain float64 ``@`` can drop small terms next to large ones that cancel
     and be off by far more than this bound. Each nonzero partial adds at most one flooring
     shift of ``q`` and one of ``S`` and at most one renormalization, each losing less than one
-    LSB at the final scale
-    ``2**(ea - 266 - GUARD)``: the bound is ``3 * n_blocks`` such LSBs.
+    LSB at the final scale ``2**(ea - 266 - GUARD)``: the bound is ``3 * n_blocks`` such LSBs.
     """
     nb = a.exponents.shape[1]
     return 3.0 * nb * np.ldexp(1.0, out.exp - EXP_OFFSET - GUARD)
