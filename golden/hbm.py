@@ -198,8 +198,7 @@ def decode(data, n_blocks):
         raise TypeError(f"HBM data must be bytes-like, not {type(data).__name__}")
     data = bytes(data)
     n_blocks = _check_n_blocks(n_blocks)
-    exps = np.zeros(n_blocks, np.uint8)
-    mants = np.zeros((n_blocks, BLOCK), np.int8)
+    found = []  # (block, E, positions, mantissas); arrays are allocated once the stream is valid
     pos = 0
 
     def take(n, what):
@@ -246,8 +245,7 @@ def decode(data, n_blocks):
                     raise ValueError(
                         f"Block {b} mantissa {i} is the byte 0x{v & 0xFF:02x} ({v}), "
                         f"not a canonical nonzero (offset {m_at + n})")
-            exps[b] = e
-            mants[b, idx] = vals
+            found.append((b, e, idx, vals))
 
     rest = data[pos:]
     if len(rest) > MAX_PADDING:
@@ -259,6 +257,11 @@ def decode(data, n_blocks):
         raise ValueError(
             f"Trailing bytes after the HBM stream are not zero padding: byte "
             f"0x{data[off]:02x} at offset {off}")
+    exps = np.zeros(n_blocks, np.uint8)
+    mants = np.zeros((n_blocks, BLOCK), np.int8)
+    for b, e, idx, vals in found:
+        exps[b] = e
+        mants[b, idx] = vals
     return exps, mants.reshape(-1)
 
 

@@ -534,3 +534,9 @@ def test_docs_table_is_the_report():
     assert doc_rows == [line for line in out
                         if line.startswith(("| zeros |", "| iid |", "| clustered |"))]
     assert len(doc_rows) == 17
+
+
+def test_decode_huge_n_blocks_fails_fast():
+    # a bogus block count (e.g. from a bad descriptor) is a truncation, not a huge allocation
+    _err(b"\0\0", 10 ** 15, "Truncated HBM stream: superblock 1 L1 mask needs 2 byte(s) at "
+                            "offset 2, 0 left")
