@@ -1,0 +1,302 @@
+"""Sparse BFP8 GEMM engine: L decoupled lanes of R PEs that skip zeros in FP, BP and WG.
+
+The engine computes one tile ``C (M x N) = A (M x K) @ B (N x K).T`` from on-chip buffers,
+bit-exact with :func:`golden.gemm.matmul` (``docs/architecture.md``, "GEMM engine"):
+
+* FP: A = X (sparse activations), B = W (dense weights);
+* BP: A = dY (sparse errors), B = W^T, with the output mask relu'(Y_prev): outputs whose mask
+  bit is 0 are not computed (they stay in the reset state ``S = 0, ea = 0``), a task whose R
+  outputs are all masked costs one cycle;
+* WG: A = reblocked dY, B = reblocked X, both sparse: a nonzero of A is skipped when the R
+  B values it would meet are all zero (column mask of the group).
+
+Work is split into *tasks* (output row ``i``, column group ``g`` of R outputs), handed out in
+order by a dispatcher to whichever lane asks first (one grant per cycle), so lanes that meet
+sparse rows simply take more tasks; each lane walks its task's nonzeros one per cycle
+(:class:`~hdl.engine_lane.Lane`). Finished tasks leave through one round-robin output stream,
+one task (R accumulators) per beat, tagged with ``(row, grp)``: tasks finish out of order.
+
+Interfaces (all ``amaranth.lib.stream``):
+
+* ``cmd``: ``{op, m, n, use_mask}``; ``CLEAR_A`` empties A, ``CLEAR_B`` zeroes B (both also
+  clear the status), ``RUN`` computes the tile ``m x n`` (K is what was loaded) and pulses
+  ``done`` when its last output beat has been accepted (at once if the status is an error);
+* ``a_in``, ``b_in``: block streams (:mod:`hdl.engine_load`);
+* ``om_in``: output-mask words ``{row, grp, bits}`` (bit r = column ``grp*R + r``);
+* ``o``: ``{row, grp, mant[R], exp[R]}``; columns ``>= n`` come out in the reset state.
+
+Performance counters of the last run: ``cycles`` (command to done), ``mac_cycles`` (lane
+cycles that fed a nonzero to the PEs) and ``lane_macs`` (the same, per lane).
+"""
+
+import enum as py_enum
+
+from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import BLOCK, EngineConfig
+from .engine_lane import Lane, hdr_layout, out_layout, row_layout, widths
+from .engine_load import ALoader, BLoader, Status, beat_layout
+
+__all__ = ["Engine", "Op", "Status", "cmd_layout", "om_layout"]
+
+
+class Op(enum.Enum, shape=2):
+    """Engine commands."""
+
+    CLEAR_A = 0
+    CLEAR_B = 1
+    RUN = 2
+
+
+def cmd_layout(cfg: EngineConfig):
+    """Command payload."""
+    w = widths(cfg)
+    return data.StructLayout({"op": Op, "m": w["m"] + 1, "n": w["n"] + 1, "use_mask": 1})
+
+
+def om_layout(cfg: EngineConfig):
+    """Output-mask word payload: R mask bits of task (row, grp)."""
+    w = widths(cfg)
+    return data.StructLayout({"row": w["m"], "grp": w["g"], "bits": cfg.rows})
+
+
+class _State(py_enum.Enum):
+    IDLE = 0
+    CLEAR_B = 1
+    FIN = 2
+    COMPUTE = 3
+
+
+class Engine(wiring.Component):
+    """The sparse BFP8 GEMM engine (see the module docstring).
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+        Array size and buffer depths (:data:`hdl.config.CONFIGS`).
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(cmd_layout(cfg)))
+    a_in, b_in : In(stream.Signature(beat_layout(...)))
+    om_in : In(stream.Signature(om_layout(cfg)))
+    o : Out(stream.Signature(out_layout(cfg)))
+    busy : Out(1)
+        A command is being executed.
+    done : Out(1)
+        One-cycle pulse: the RUN command finished.
+    status : Out(Status)
+        First error since the last clear.
+    cycles, mac_cycles : Out(32)
+        Counters of the last RUN.
+    lane_macs : Out(data.ArrayLayout(32, lanes))
+        Per-lane nonzero cycles of the last RUN.
+
+    Raises
+    ------
+    TypeError
+        If ``cfg`` is not an :class:`~hdl.config.EngineConfig`.
+    """
+
+    def __init__(self, cfg: EngineConfig):
+        if not isinstance(cfg, EngineConfig):
+            raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
+        self._cfg = cfg
+        w = widths(cfg)
+        super().__init__({
+            "cmd": In(stream.Signature(cmd_layout(cfg))),
+            "a_in": In(stream.Signature(beat_layout(w["m"], w["kb"]))),
+            "b_in": In(stream.Signature(beat_layout(w["n"], w["kb"]))),
+            "om_in": In(stream.Signature(om_layout(cfg))),
+            "o": Out(stream.Signature(out_layout(cfg))),
+            "busy": Out(1),
+            "done": Out(1),
+            "status": Out(Status),
+            "cycles": Out(32),
+            "mac_cycles": Out(32),
+            "lane_macs": Out(data.ArrayLayout(32, cfg.lanes)),
+        })
+
+    @property
+    def cfg(self) -> EngineConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        w = widths(cfg)
+        R, L = cfg.rows, cfg.lanes
+        lg = R.bit_length() - 1
+
+        # ---- buffers (one read port per lane; the FPGA flow replicates them) -------------
+        a_nz = Memory(shape=8, depth=cfg.a_nz_depth, init=[])
+        a_hdr = Memory(shape=hdr_layout(cfg), depth=cfg.a_hdr_depth, init=[])
+        a_row = Memory(shape=row_layout(cfg), depth=cfg.max_m, init=[])
+        omask = Memory(shape=R, depth=1 << (w["m"] + w["g"]), init=[])
+        b_mant = Memory(shape=8 * R, depth=1 << (w["g"] + w["kb"] + 4), init=[])
+        b_exp = Memory(shape=unsigned(8 * R + BLOCK), depth=1 << (w["g"] + w["kb"]), init=[])
+        for name, mem in (("a_nz", a_nz), ("a_hdr", a_hdr), ("a_row", a_row),
+                          ("omask", omask), ("b_mant", b_mant), ("b_exp", b_exp)):
+            m.submodules[name] = mem
+
+        state = Signal(_State)
+        status = Signal(Status)
+        m.d.comb += [self.status.eq(status), self.busy.eq(state != _State.IDLE)]
+        run_m = Signal(w["m"] + 1)
+        run_n = Signal(w["n"] + 1)
+        run_mask = Signal()
+        groups = Signal(w["n"] + 1)
+        m.d.comb += groups.eq((run_n + R - 1) >> lg)
+
+        # ---- loaders ---------------------------------------------------------------------
+        al = m.submodules.a_loader = ALoader(cfg)
+        bl = m.submodules.b_loader = BLoader(cfg)
+        wiring.connect(m, wiring.flipped(self.a_in), al.i)
+        wiring.connect(m, wiring.flipped(self.b_in), bl.i)
+        idle = state == _State.IDLE
+        err = status != Status.OK
+        m.d.comb += [al.active.eq(idle), al.drop.eq(idle & err),
+                     bl.active.eq(idle), bl.drop.eq(idle & err), al.m.eq(self.cmd.payload.m)]
+        with m.If(status == Status.OK):
+            with m.If(al.err != Status.OK):
+                m.d.sync += status.eq(al.err)
+            with m.Elif(bl.err != Status.OK):
+                m.d.sync += status.eq(bl.err)
+
+        wp = a_nz.write_port()
+        m.d.comb += [wp.en.eq(al.nz_en), wp.addr.eq(al.nz_addr), wp.data.eq(al.nz_data)]
+        wp = a_hdr.write_port()
+        m.d.comb += [wp.en.eq(al.hdr_en), wp.addr.eq(al.hdr_addr), wp.data.eq(al.hdr_data)]
+        wp = a_row.write_port()
+        m.d.comb += [wp.en.eq(al.row_en), wp.addr.eq(al.row_addr), wp.data.eq(al.row_data)]
+        wp = b_mant.write_port(granularity=8)
+        m.d.comb += [wp.en.eq(bl.bm_en), wp.addr.eq(bl.bm_addr), wp.data.eq(bl.bm_data)]
+        wp = b_exp.write_port(granularity=8)
+        m.d.comb += [wp.en.eq(bl.bexp_en), wp.addr.eq(bl.bexp_addr), wp.data.eq(bl.bexp_data)]
+        rp = b_exp.read_port()
+        m.d.comb += [rp.addr.eq(bl.bexp_raddr), bl.bexp_rdata.eq(rp.data)]
+
+        # output-mask words
+        wp = omask.write_port()
+        om = self.om_in.payload
+        m.d.comb += [wp.addr.eq(Cat(om.grp, om.row)), wp.data.eq(om.bits),
+                     self.om_in.ready.eq(idle)]
+        with m.If(idle & self.om_in.valid & ~err):
+            with m.If((om.row >= cfg.max_m) | (om.grp >= cfg.groups)):
+                m.d.sync += status.eq(Status.M_RANGE)
+            with m.Else():
+                m.d.comb += wp.en.eq(1)
+
+        # ---- dispatcher ------------------------------------------------------------------
+        d_i = Signal(w["m"] + 1)
+        d_g = Signal(w["g"] + 1)
+        out_left = Signal(w["m"] + w["g"] + 2)
+        computing = state == _State.COMPUTE
+        lanes = []
+        granted = Const(0)
+        for n in range(L):
+            lane = Lane(cfg)
+            m.submodules[f"lane{n}"] = lane
+            lanes.append(lane)
+            grant = computing & (d_i < run_m) & lane.task_req & ~granted
+            granted = granted | grant
+            m.d.comb += [
+                lane.task_grant.eq(grant), lane.task_i.eq(d_i), lane.task_g.eq(d_g),
+                lane.n.eq(run_n), lane.use_mask.eq(run_mask),
+            ]
+            for mem, addr, dat in ((a_row, "row_addr", "row_data"), (omask, "om_addr", "om_data"),
+                                   (a_hdr, "hdr_addr", "hdr_data"),
+                                   (b_exp, "bexp_addr", "bexp_data"),
+                                   (a_nz, "nz_addr", "nz_data"), (b_mant, "bm_addr", "bm_data")):
+                rp = mem.read_port()
+                m.d.comb += [rp.addr.eq(getattr(lane, addr)), getattr(lane, dat).eq(rp.data)]
+        with m.If(granted):
+            with m.If(d_g == groups - 1):
+                m.d.sync += [d_g.eq(0), d_i.eq(d_i + 1)]
+            with m.Else():
+                m.d.sync += d_g.eq(d_g + 1)
+
+        # ---- output: round robin over the lanes ------------------------------------------
+        rr = Signal(range(L))
+        req = Signal(L)
+        m.d.comb += req.eq(Cat(lane.o.valid for lane in lanes))
+        hi = Signal(L)
+        m.d.comb += hi.eq(req & ~((Const(2, L + 1) << rr) - 1)[:L])
+        pick = Signal(L)
+        sel = Signal(L)
+        m.d.comb += [sel.eq(hi | (req & (hi == 0).replicate(L))),
+                     pick.eq(sel & (~sel + 1))]
+        take = Signal()
+        m.d.comb += take.eq((~self.o.valid | self.o.ready) & (req != 0))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [self.o.valid.eq(0), out_left.eq(out_left - 1)]
+        with m.If(take):
+            m.d.sync += self.o.valid.eq(1)
+        payload = 0
+        for n, lane in enumerate(lanes):
+            m.d.comb += lane.o.ready.eq(take & pick[n])
+            payload = payload | (lane.o.payload.as_value() & pick[n].replicate(len(
+                lane.o.payload.as_value())))
+            with m.If(take & pick[n]):
+                m.d.sync += rr.eq(n)
+        with m.If(take):
+            m.d.sync += self.o.payload.eq(payload)
+
+        # ---- counters --------------------------------------------------------------------
+        macs = sum(lane.mac for lane in lanes)
+        with m.If(~idle):
+            m.d.sync += [self.cycles.eq(self.cycles + 1),
+                         self.mac_cycles.eq(self.mac_cycles + macs)]
+            for n, lane in enumerate(lanes):
+                m.d.sync += self.lane_macs[n].eq(self.lane_macs[n] + lane.mac)
+
+        # ---- command FSM -----------------------------------------------------------------
+        c = self.cmd.payload
+        m.d.comb += bl.abort.eq(self.cmd.valid & self.cmd.ready)
+        m.d.sync += self.done.eq(0)
+        with m.Switch(state):
+            with m.Case(_State.IDLE):
+                # a B block being expanded finishes first, unless it waits for mantissas
+                m.d.comb += self.cmd.ready.eq(~bl.busy | bl.waiting)
+                with m.If(self.cmd.valid & self.cmd.ready):
+                    with m.Switch(c.op):
+                        with m.Case(Op.CLEAR_A):
+                            m.d.comb += al.clear.eq(1)
+                            m.d.sync += status.eq(Status.OK)
+                        with m.Case(Op.CLEAR_B):
+                            m.d.comb += bl.clear.eq(1)
+                            m.d.sync += [status.eq(Status.OK), state.eq(_State.CLEAR_B)]
+                        with m.Case(Op.RUN):
+                            m.d.sync += [self.cycles.eq(1), self.mac_cycles.eq(0),
+                                         run_m.eq(c.m), run_n.eq(c.n),
+                                         run_mask.eq(c.use_mask)]
+                            for n in range(L):
+                                m.d.sync += self.lane_macs[n].eq(0)
+                            with m.If(err):
+                                m.d.sync += self.done.eq(1)
+                            with m.Elif(bl.busy):
+                                m.d.sync += [status.eq(Status.B_BLOCK), self.done.eq(1)]
+                            with m.Elif((c.m == 0) | (c.m > cfg.max_m) | (c.n == 0)
+                                        | (c.n > cfg.max_n)):
+                                m.d.sync += [status.eq(Status.SHAPE), self.done.eq(1)]
+                            with m.Else():
+                                m.d.comb += al.run.eq(1)
+                                m.d.sync += state.eq(_State.FIN)
+                        with m.Default():
+                            m.d.sync += [status.eq(Status.CMD), self.done.eq(1)]
+            with m.Case(_State.CLEAR_B):
+                with m.If(~bl.busy):
+                    m.d.sync += state.eq(_State.IDLE)
+            with m.Case(_State.FIN):
+                with m.If(al.err != Status.OK):
+                    m.d.sync += [state.eq(_State.IDLE), self.done.eq(1)]
+                with m.Elif(~al.fin_busy):
+                    m.d.sync += [state.eq(_State.COMPUTE), d_i.eq(0), d_g.eq(0),
+                                 out_left.eq(run_m * groups)]
+            with m.Case(_State.COMPUTE):
+                with m.If(out_left == 0):
+                    m.d.sync += [state.eq(_State.IDLE), self.done.eq(1)]
+        return m

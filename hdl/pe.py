@@ -1,0 +1,75 @@
+"""The processing element's block-alignment step: a block partial joins the accumulator.
+
+Within one 16-value block, a PE sums its integer products exactly (``|p| < 2**18``); at the
+block's end the partial, with exponent ``s = EA + EB`` (a biased sum), joins the accumulator
+``(S, ea)`` with the rule of :mod:`golden.gemm` (the contract):
+
+* ``q = p << GUARD``; a partial with ``p == 0`` (or a disabled PE) changes nothing;
+* if ``s > ea``: ``T = (S >> (s - ea)) + q`` and ``ea = s``; else ``T = S + (q >> (ea - s))``,
+  flooring shifts, capped at ``ACC_W - 1`` (the result is then 0 or -1);
+* if ``T`` does not fit ``ACC_W`` signed bits: ``T >>= 1`` and ``ea += 1``; ``S = T``.
+
+Only one operand is shifted at a time, so the unit has one barrel shifter, one adder and a
+one-bit renormalization; it is combinational, one block per cycle.
+"""
+
+from amaranth import Module, Mux, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.gemm import ACC_W, GUARD
+
+__all__ = ["ACC_W", "GUARD", "EXP_W", "P_W", "S_W", "AlignUnit"]
+
+EXP_W = 10  #: accumulator exponent width (unsigned)
+P_W = 19  #: block partial width (signed): 16 * 127**2 < 2**18
+S_W = 9  #: width of the biased exponent sum EA + EB
+
+
+class AlignUnit(wiring.Component):
+    """Combinational accumulate step ``(S, ea), (p, s) -> (S', ea')`` of one PE.
+
+    Attributes
+    ----------
+    acc_s : In(signed(32))
+        Accumulator mantissa ``S``.
+    acc_e : In(unsigned(10))
+        Accumulator exponent ``ea``.
+    p : In(signed(19))
+        Block partial (exact integer sum of the block's products).
+    s : In(unsigned(9))
+        Exponent of the partial, ``EA + EB``.
+    live : In(1)
+        PE enabled for this block (output mask, B block present); with ``p == 0`` it is ignored.
+    new_s : Out(signed(32))
+        ``S`` after the step.
+    new_e : Out(unsigned(10))
+        ``ea`` after the step.
+    """
+
+    acc_s: In(signed(ACC_W))
+    acc_e: In(unsigned(EXP_W))
+    p: In(signed(P_W))
+    s: In(unsigned(S_W))
+    live: In(1)
+    new_s: Out(signed(ACC_W))
+    new_e: Out(unsigned(EXP_W))
+
+    def elaborate(self, platform):
+        m = Module()
+        q = (self.p << GUARD).as_signed()
+        up = self.s > self.acc_e
+        d = Mux(up, self.s - self.acc_e, self.acc_e - self.s)[:EXP_W]
+        dc = Mux(d >= ACC_W - 1, ACC_W - 1, d)[:5]
+        x = Mux(up, self.acc_s, q)
+        y = Mux(up, q, self.acc_s)
+        t = ((x >> dc) + y)[:ACC_W + 1].as_signed()
+        over = t[ACC_W] != t[ACC_W - 1]
+        ts = Mux(over, t[1:ACC_W + 1], t[:ACC_W]).as_signed()
+        te = (Mux(up, self.s, self.acc_e) + over)[:EXP_W]
+        take = self.live & (self.p != 0)
+        m.d.comb += [
+            self.new_s.eq(Mux(take, ts, self.acc_s)),
+            self.new_e.eq(Mux(take, te, self.acc_e)),
+        ]
+        return m
