@@ -11,9 +11,11 @@ that they agree with the golden model.
 * :func:`bus_beat`: one beat of a byte stream on a ``bus_width``-bit bus: ``data`` (byte ``k``
   of the beat in bits ``8k .. 8k+7``), ``keep`` (byte enables, contiguous from byte 0) and
   ``last`` (final beat of a tensor).
+
+:func:`popcount` and :func:`prefix_counts` build the mask arithmetic the codec shares.
 """
 
-from amaranth import signed, unsigned
+from amaranth import Const, signed, unsigned
 from amaranth.lib import data
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "BUS_WIDTHS",
     "check_bus_width",
     "bus_beat",
+    "popcount",
+    "prefix_counts",
 ]
 
 BLOCK = 16  #: values per BFP8 block (fixed by HBM v1: its masks are uint16)
@@ -66,3 +70,21 @@ def bus_beat(bus_width: int) -> data.StructLayout:
         "keep": unsigned(bus_width // 8),
         "last": unsigned(1),
     })
+
+
+def popcount(bits):
+    """Number of set bits of an Amaranth value (an adder tree)."""
+    terms = [bits[k] for k in range(len(bits))]
+    while len(terms) > 1:
+        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
+                 for k in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def prefix_counts(bits):
+    """``[popcount(bits[:k]) for k in range(len(bits))]`` as Amaranth expressions."""
+    counts, run = [], None
+    for k in range(len(bits)):
+        counts.append(Const(0, 1) if run is None else run)
+        run = bits[k] if run is None else run + bits[k]
+    return counts

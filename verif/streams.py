@@ -16,6 +16,7 @@ Used by the fast Amaranth-simulator tests (``verif/test_*.py``) and by the cocot
 from __future__ import annotations
 
 import numpy as np
+from amaranth.hdl import Value
 
 from golden.gemm import Accumulator
 from hdl.bfp_layouts import ACC_BLOCK, ACC_EXP_W, ACC_W, BFP_BLOCK, BLOCK
@@ -36,6 +37,7 @@ __all__ = [
     "Pacer",
     "stream_put",
     "stream_get",
+    "stream_get_packets",
 ]
 
 _ACC_EXP_OFF = ACC_BLOCK["exp"].offset
@@ -310,7 +312,7 @@ async def stream_put(ctx, port, words, pacer: Pacer | None = None):
             ctx.set(port.valid, 0)
             await ctx.tick()
         ctx.set(port.valid, 1)
-        ctx.set(port.payload.as_value(), word)
+        ctx.set(Value.cast(port.payload), word)
         await ctx.tick().until(port.ready)
     ctx.set(port.valid, 0)
 
@@ -326,7 +328,7 @@ async def stream_get(ctx, port, count: int, pacer: Pacer | None = None, timeout:
     while len(words) < count:
         ready = pacer is None or not pacer.stall()
         ctx.set(port.ready, int(ready))
-        _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload.as_value())
+        _, _, valid, payload = await ctx.tick().sample(port.valid, Value.cast(port.payload))
         if valid and ready:
             words.append(payload)
             cycles.append(cycle)
@@ -337,3 +339,32 @@ async def stream_get(ctx, port, count: int, pacer: Pacer | None = None, timeout:
         cycle += 1
     ctx.set(port.ready, 0)
     return words, cycles
+
+
+async def stream_get_packets(ctx, port, packets: int, pacer: Pacer | None = None,
+                             timeout: int = 100_000):
+    """Take words from the Amaranth stream ``port`` until ``packets`` words had ``last`` set.
+
+    ``port.payload`` must have a ``last`` field. Returns ``(packets, cycles)``: a list of lists
+    of integer payloads, and the cycle at which each word was taken (flat).
+    """
+    out, cur, cycles = [], [], []
+    cycle = idle = 0
+    while len(out) < packets:
+        ready = pacer is None or not pacer.stall()
+        ctx.set(port.ready, int(ready))
+        _, _, valid, payload, last = await ctx.tick().sample(
+            port.valid, Value.cast(port.payload), port.payload.last)
+        if valid and ready:
+            cur.append(payload)
+            cycles.append(cycle)
+            idle = 0
+            if last:
+                out.append(cur)
+                cur = []
+        else:
+            idle += 1
+            assert idle < timeout, f"no output for {timeout} cycles ({len(out)} packets done)"
+        cycle += 1
+    ctx.set(port.ready, 0)
+    return out, cycles

@@ -1,0 +1,286 @@
+"""HBM v1 encoder: BFP8 blocks in, the HBM v1 byte stream out on a 32- or 64-bit bus.
+
+The format is ARCHITECTURE.md section 2 and ``golden.hbm``: per superblock of 16 blocks the L1
+mask (uint16 LE), then for each nonzero block its L2 mask (uint16 LE), its exponent byte and its
+nonzero mantissas in ascending order. The output is byte for byte ``golden.hbm.encode`` of the
+tensor, with no padding: the last beat of a tensor is partial (``keep``) and has ``last`` set;
+a tensor of 0 blocks is one beat with ``keep = 0`` and ``last = 1``.
+
+Tensors are framed by the ``cmd`` stream: one word per tensor, its number of blocks. The
+encoder accepts exactly that many blocks on ``i`` for it.
+
+Structure:
+
+* **input side** (one block per cycle): the L2 mask and the *record* of a nonzero block
+  (``L2, E`` and its nonzero mantissas compacted to the front, zeros behind) go into a 32-deep
+  record queue; all-zero blocks only set a bit of the L1 mask. When a superblock is complete
+  (16 blocks, or the tensor's last block) its L1 mask goes into a small L1 queue. The L1 mask
+  is known only at the end of a superblock, so up to a superblock of records waits here.
+* **output side** (one *chunk* per cycle): a chunk is either an L1 mask together with the first
+  record of its superblock (2 + 19 bytes at most), or one further record (19 bytes at most).
+  A superblock with ``k`` nonzero blocks takes ``max(1, k)`` cycles, never more than the 16
+  cycles its blocks took to come in, so the encoder keeps up with one block per cycle as long
+  as the bus can carry the bytes.
+* **packer**: chunks are appended to a 32-byte buffer behind the bytes already there, and the
+  buffer's front leaves as one beat of ``bus_width / 8`` bytes per cycle through the output
+  register. A chunk waits only if it does not fit, which cannot starve the output (32 >= 21 +
+  bytes per beat).
+
+Input blocks must be canonical BFP8 (what the converter and the filter produce): an all-zero
+block has ``E = 0``, no mantissa is -128. The encoder does not check this; ``E`` of a nonzero
+block is copied as it is.
+
+Latency: the first beat of a superblock leaves 4 cycles after its last block was accepted
+(2 cycles through the queues, 1 into the buffer, 1 into the output register).
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .bfp_layouts import BFP_BLOCK, BLOCK, bus_beat, check_bus_width, popcount, prefix_counts
+
+__all__ = ["HBMEncoder"]
+
+SUPERBLOCK = 16  #: blocks per superblock (bits in an L1 mask)
+BUFFER_BYTES = 32  #: packer buffer: a 21-byte chunk plus a beat of up to 8 bytes must fit
+RECORD_DEPTH = 32  #: record queue: two superblocks of nonzero blocks
+N_BLOCKS_W = 32  #: width of the per-tensor block count on ``cmd``
+
+_RECORD = data.StructLayout({
+    "l2": unsigned(BLOCK),
+    "exp": unsigned(8),
+    "mant": unsigned(8 * BLOCK),  # nonzero mantissas compacted to byte 0 upwards
+})
+_L1_ENTRY = data.StructLayout({
+    "l1": unsigned(SUPERBLOCK),
+    "last": unsigned(1),  # the tensor's last superblock
+    "empty": unsigned(1),  # a tensor of 0 blocks: no superblock, one empty beat
+})
+_CHUNK_MAX = 2 + 3 + BLOCK
+
+
+class HBMEncoder(wiring.Component):
+    """Streaming HBM v1 encoder (module docstring).
+
+    Parameters
+    ----------
+    bus_width : int
+        Width of the output bus in bits: 32 or 64.
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(unsigned(32)))
+        One word per tensor: its number of blocks (0 is allowed).
+    i : In(stream.Signature(BFP_BLOCK))
+        The tensor's blocks, in order.
+    o : Out(stream.Signature(bus_beat(bus_width)))
+        The byte stream: ``data`` (first byte in bits 0..7), ``keep`` (contiguous from byte 0;
+        all ones except in a tensor's last beat) and ``last``.
+    busy : Out(1)
+        A tensor is in flight (accepted on ``cmd``, its last beat not yet taken).
+
+    Raises
+    ------
+    ValueError
+        If ``bus_width`` is not 32 or 64.
+    """
+
+    def __init__(self, bus_width: int = 64):
+        self._bus_width = check_bus_width(bus_width)
+        super().__init__({
+            "cmd": In(stream.Signature(unsigned(N_BLOCKS_W))),
+            "i": In(stream.Signature(BFP_BLOCK)),
+            "o": Out(stream.Signature(bus_beat(bus_width))),
+            "busy": Out(1),
+        })
+
+    @property
+    def bus_width(self) -> int:
+        return self._bus_width
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self._bus_width // 8
+
+        m.submodules.records = records = SyncFIFOBuffered(
+            width=_RECORD.size, depth=RECORD_DEPTH)
+        m.submodules.l1s = l1s = SyncFIFOBuffered(width=_L1_ENTRY.size, depth=4)
+        rec_w = data.View(_RECORD, records.w_data)
+        rec_r = data.View(_RECORD, records.r_data)
+        l1_w = data.View(_L1_ENTRY, l1s.w_data)
+        l1_r = data.View(_L1_ENTRY, l1s.r_data)
+
+        # ---- input side: blocks to records and L1 masks
+        in_active = Signal()  # a tensor's blocks are being taken
+        n_left = Signal(N_BLOCKS_W)
+        sb_pos = Signal(range(SUPERBLOCK))
+        l1_acc = Signal(SUPERBLOCK)
+        tensors_in = Signal(2)  # tensors accepted on cmd minus tensors whose last beat left
+
+        m.d.comb += self.cmd.ready.eq(~in_active & l1s.w_rdy & (tensors_in != 3))
+        with m.If(self.cmd.valid & self.cmd.ready):
+            with m.If(self.cmd.payload == 0):
+                m.d.comb += [
+                    l1s.w_en.eq(1),
+                    l1_w.empty.eq(1),
+                    l1_w.last.eq(1),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    in_active.eq(1),
+                    n_left.eq(self.cmd.payload),
+                    sb_pos.eq(0),
+                    l1_acc.eq(0),
+                ]
+
+        blk = self.i.payload
+        nz = Signal(BLOCK)
+        m.d.comb += nz.eq(Cat(blk.mant[k] != 0 for k in range(BLOCK)))
+        slots = []
+        before = prefix_counts(nz)
+        for s in range(BLOCK):
+            slot = Const(0, 8)
+            for k in range(s, BLOCK):
+                slot = slot | Mux(nz[k] & (before[k] == s), blk.mant[k].as_unsigned(), 0)
+            slots.append(slot)
+        l1_new = Signal(SUPERBLOCK)
+        last_block = n_left == 1
+        sb_end = (sb_pos == SUPERBLOCK - 1) | last_block
+        m.d.comb += [
+            self.i.ready.eq(in_active & records.w_rdy & l1s.w_rdy),
+            rec_w.l2.eq(nz),
+            rec_w.exp.eq(blk.exp),
+            rec_w.mant.eq(Cat(slots)),
+            l1_new.eq(l1_acc | ((nz != 0) << sb_pos)),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.comb += records.w_en.eq(nz != 0)
+            m.d.sync += [
+                n_left.eq(n_left - 1),
+                sb_pos.eq(sb_pos + 1),
+                l1_acc.eq(Mux(sb_end, 0, l1_new)),
+            ]
+            with m.If(sb_end):
+                m.d.comb += [
+                    l1s.w_en.eq(1),
+                    l1_w.l1.eq(l1_new),
+                    l1_w.last.eq(last_block),
+                ]
+            with m.If(last_block):
+                m.d.sync += in_active.eq(0)
+
+        # ---- packer state and output register
+        buf = Signal(8 * BUFFER_BYTES)
+        cnt = Signal(range(BUFFER_BYTES + 1))
+        ending = Signal()  # the tensor's final chunk is in the buffer, its last beat not out
+        o_free = ~self.o.valid | self.o.ready
+        emit = Signal()
+        emit_n = Signal(range(nb + 1))
+        emit_last = Signal()
+        m.d.comb += [
+            emit.eq(o_free & ((cnt >= nb) | ending)),
+            emit_n.eq(Mux(emit, Mux(cnt >= nb, nb, cnt), 0)),
+            emit_last.eq(emit & ending & (cnt <= nb)),
+        ]
+        with m.If(emit):
+            m.d.sync += [
+                self.o.valid.eq(1),
+                self.o.payload.data.eq(buf[:8 * nb]),
+                self.o.payload.keep.eq(Mux(cnt >= nb, (1 << nb) - 1,
+                                           (Const(1, nb + 1) << cnt) - 1)),
+                self.o.payload.last.eq(emit_last),
+            ]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        # ---- output side: pick this cycle's chunk
+        in_sb = Signal()  # inside a superblock: records still to send
+        remaining = Signal(range(SUPERBLOCK))
+        sb_last = Signal()
+        base = Signal(range(BUFFER_BYTES + 1))
+        chunk = Signal(8 * _CHUNK_MAX)
+        chunk_n = Signal(range(_CHUNK_MAX + 1))
+        take = Signal()
+        final = Signal()  # this chunk ends the tensor
+        k_rec = Signal(range(BLOCK + 1))
+        rec_bytes = Cat(rec_r.l2, rec_r.exp, rec_r.mant)
+        l1_k = Signal(range(SUPERBLOCK + 1))
+        m.d.comb += [
+            base.eq(cnt - emit_n),
+            k_rec.eq(popcount(rec_r.l2)),
+            l1_k.eq(popcount(l1_r.l1)),
+        ]
+        fits = base + chunk_n <= BUFFER_BYTES
+        with m.If(~ending):
+            with m.If(in_sb):
+                m.d.comb += [
+                    chunk.eq(rec_bytes),
+                    chunk_n.eq(3 + k_rec),
+                    take.eq(records.r_rdy & fits),
+                    records.r_en.eq(take),
+                    final.eq(sb_last & (remaining == 1)),
+                ]
+                with m.If(take):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 1):
+                        m.d.sync += in_sb.eq(0)
+            with m.Elif(l1s.r_rdy):
+                with m.If(l1_r.empty):
+                    m.d.comb += [
+                        take.eq(1),
+                        l1s.r_en.eq(1),
+                        final.eq(1),
+                    ]
+                with m.Elif(l1_r.l1 == 0):
+                    m.d.comb += [
+                        chunk.eq(l1_r.l1),
+                        chunk_n.eq(2),
+                        take.eq(fits),
+                        l1s.r_en.eq(take),
+                        final.eq(l1_r.last),
+                    ]
+                with m.Else():
+                    m.d.comb += [
+                        chunk.eq(Cat(l1_r.l1, rec_bytes)),
+                        chunk_n.eq(5 + k_rec),
+                        take.eq(records.r_rdy & fits),
+                        l1s.r_en.eq(take),
+                        records.r_en.eq(take),
+                        final.eq(l1_r.last & (l1_k == 1)),
+                    ]
+                    with m.If(take & (l1_k != 1)):
+                        m.d.sync += [
+                            in_sb.eq(1),
+                            remaining.eq(l1_k - 1),
+                            sb_last.eq(l1_r.last),
+                        ]
+
+        # ---- packer update
+        kept = Mux(emit, buf >> (8 * nb), buf)
+        with m.If(take):
+            m.d.sync += [
+                buf.eq(kept | (chunk << (base * 8))),
+                cnt.eq(base + chunk_n),
+            ]
+        with m.Else():
+            m.d.sync += [
+                buf.eq(kept),
+                cnt.eq(base),
+            ]
+        with m.If(take & final):
+            m.d.sync += ending.eq(1)
+        with m.Elif(emit_last):
+            m.d.sync += ending.eq(0)
+
+        # ---- busy: tensors accepted and not yet fully sent
+        accepted = self.cmd.valid & self.cmd.ready
+        finished = self.o.valid & self.o.ready & self.o.payload.last
+        with m.If(accepted & ~finished):
+            m.d.sync += tensors_in.eq(tensors_in + 1)
+        with m.Elif(finished & ~accepted):
+            m.d.sync += tensors_in.eq(tensors_in - 1)
+        m.d.comb += self.busy.eq(tensors_in != 0)
+
+        return m
