@@ -1,4 +1,10 @@
-"""Shared pytest fixtures: a logged, replayable random seed per test."""
+"""Shared pytest fixtures: a logged, replayable random seed per test.
+
+Warnings are errors. A test module that builds components only to check that their parameters
+are rejected must start with ``# amaranth: UnusedElaboratable=no``: otherwise Amaranth warns
+when the half-built object is garbage-collected, which can happen during any later test of the
+same worker and fail it.
+"""
 
 import numpy as np
 import pytest

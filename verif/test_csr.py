@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Register map model and the AXI4-Lite CSR block (Amaranth simulator and Verilator)."""
 
 import pytest

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """AXI4 DMA reader and writer (hdl.dma) under Verilator with cocotbext-axi's AxiRam."""
 
 import pytest

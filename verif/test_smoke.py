@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The harness works end to end: Amaranth -> Verilog -> Verilator -> cocotb, and the simulator."""
 
 import random
