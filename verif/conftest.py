@@ -6,6 +6,8 @@ when the half-built object is garbage-collected, which can happen during any lat
 same worker and fail it.
 """
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -24,3 +26,10 @@ def seed(request):
 def rng(seed):
     """A NumPy generator seeded with :func:`seed`."""
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage():
+    """Collect after each test, so an UnusedElaboratable warning fails the test that caused it."""
+    yield
+    gc.collect()
