@@ -620,6 +620,8 @@ class Sequential:
         if isinstance(layers[0], Linear):
             shape = (int(np.prod(shape)),)
         for layer in layers:
+            if not isinstance(layer, (Linear, Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten)):
+                raise TypeError(f"Unsupported layer {type(layer).__name__}")
             kind = type(layer).__name__.lower()
             counts[kind] = counts.get(kind, 0) + 1
             layer.name = f"{kind}{counts[kind]}"
@@ -629,16 +631,12 @@ class Sequential:
                     raise ValueError(f"{layer.name}: input channels must be a multiple of "
                                      f"{BLOCK} after the first layer, not {shape[2]}")
                 self.stages.append(_Stage(layer, [], False))
-            elif isinstance(layer, (ReLU, MaxPool2d, AvgPool2d, Flatten)):
+            else:
                 st = self.stages[-1]
                 st.post.append(layer)
                 if isinstance(layer, ReLU):
                     st.relu_out = True
-            else:
-                raise TypeError(f"Unsupported layer {type(layer).__name__}")
             shape = layer.output_shape(shape)
-        if self.stages[-1].post:
-            raise ValueError("The last Linear must not be followed by other layers")
         self.layers = layers
 
     @property
@@ -676,15 +674,19 @@ class Sequential:
                 return np.asarray(y[:, :self.n_classes])
             t, _ = hooks.activation(i, nx.convert(y, geom))
 
-    def train_step(self, nx: Numerics, x, labels, hooks=None):
+    def train_step(self, nx: Numerics, x, labels, hooks=None, mask_from: str = "saved"):
         """Forward, loss and backward for one batch; sets each GEMM layer's ``grad``.
 
         ``hooks.activation(i, t) -> (t_forward, t_saved)`` is called with the converted output
         of every stage ``i`` but the last: ``t_forward`` feeds stage ``i + 1`` in FP,
         ``t_saved`` is kept for the backward pass (WG of stage ``i + 1`` and its relu' mask).
         ``hooks.error(i, t) -> t`` is called with every error that BP writes (the error at
-        the output of stage ``i``). Returns ``(loss, correct)``.
+        the output of stage ``i``). The relu' mask of BP (the outputs it computes) is read from
+        the saved copy (``mask_from="saved"``) or from the forward one (``"forward"``).
+        Returns ``(loss, correct)``.
         """
+        if mask_from not in ("saved", "forward"):
+            raise ValueError(f"mask_from must be 'saved' or 'forward', not {mask_from!r}")
         hooks = hooks or _Hooks()
         t = t_saved = self._input(x)
         last = len(self.stages) - 1
@@ -712,7 +714,9 @@ class Sequential:
                 dy = Tensor(e.values, e.bfp, gemm_geoms[i])
             x_saved = saved_in[i]
             need_dx = i > 0
-            mask = x_saved.nonzero() if need_dx and self.stages[i - 1].relu_out else None
+            mask = None
+            if need_dx and self.stages[i - 1].relu_out:
+                mask = (x_saved if mask_from == "saved" else fwd_in[i]).nonzero()
             operand = operands[i] if x_saved is fwd_in[i] else None
             dx = st.gemm.backward(nx, dy, x_saved, mask, need_dx, operand)
             if need_dx:
