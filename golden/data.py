@@ -156,7 +156,8 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(
             f"{path}: IDX data size mismatch: header shape {shape} of {dtype.name} needs "
             f"{want} bytes, file has {have}")
-    return np.frombuffer(raw, dtype=dtype, offset=head).reshape(shape).astype(dtype.newbyteorder("="))
+    out = np.frombuffer(raw, dtype=dtype, offset=head).reshape(shape)
+    return out.astype(dtype.newbyteorder("="))
 
 
 def write_idx(path, array, compress: bool = False) -> None:

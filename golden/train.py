@@ -17,15 +17,18 @@ Run ``python -m golden.train --dataset digits --model mlp --mode bfp8-ss --targe
 Where the filter acts (``--filter-at``, a comma list):
 
 ``saved``
-    the copy of a stage's output activations kept for the backward pass (used by WG and as the
-    relu' mask of BP); the forward path keeps the unfiltered values, so the chip stores both;
+    the copy of a stage's output activations kept for the backward pass (the WG operand); the
+    forward path keeps the unfiltered values, so the chip stores both;
 ``fwd``
     the forward path itself (the next layer computes on the filtered values, and the same
     filtered copy is kept for the backward pass);
 ``err``
     the errors written by BP (the gradient at each hidden stage's output).
 
-The default, ``saved,err``, was chosen by measurement (``docs/results/training.md``).
+``--mask-from`` says which stored copy BP reads its relu' output mask from: ``forward`` (the
+unfiltered copy: the true relu' of the forward pass) or ``saved`` (the filtered copy: gradients
+flow only through the activations that survived the filter). The defaults, ``saved,err`` with
+the mask from ``forward``, were chosen by measurement (``docs/results/training.md``).
 
 The JSON result holds ``test_accuracy``; ``interim_sparsity``, the element-weighted mean
 sparsity over the last epoch of the interim tensors the filter acts on (in ``fp32`` and
@@ -71,8 +74,9 @@ MODELS = ("mlp", "cnn")
 PLACES = ("fwd", "saved", "err")
 DEFAULT_FILTER_AT = ("saved", "err")
 DEFAULTS = dict(dataset="digits", data_dir=None, limit_train=None, limit_test=None, model="mlp",
-                mode="bfp8", target_sparsity=0.9, filter_at=DEFAULT_FILTER_AT, mask_from="saved", epochs=20,
-                batch=32, lr=0.05, momentum=0.9, weight_decay=5e-4, seed=0, hidden=(128, 64))
+                mode="bfp8", target_sparsity=0.9, filter_at=DEFAULT_FILTER_AT,
+                mask_from="forward", epochs=20, batch=32, lr=0.05, momentum=0.9,
+                weight_decay=5e-4, seed=0, hidden=(128, 64))
 
 
 def build_model(name: str, image_shape, n_classes: int, hidden=(128, 64)) -> nn.Sequential:

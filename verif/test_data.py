@@ -75,7 +75,8 @@ def test_digits_limits_take_a_prefix():
 
 def test_read_idx_every_type_plain_and_gzipped(tmp_path, rng):
     cases = [(0x08, rng.integers(0, 256, (3, 4))), (0x09, rng.integers(-128, 128, (5,))),
-             (0x0B, rng.integers(-30000, 30000, (2, 3, 2))), (0x0C, rng.integers(-2**31, 2**31, (4,))),
+             (0x0B, rng.integers(-30000, 30000, (2, 3, 2))),
+             (0x0C, rng.integers(-2**31, 2**31, (4,))),
              (0x0D, rng.standard_normal((3, 3)).astype(np.float32)),
              (0x0E, rng.standard_normal((2, 5)))]
     for code, arr in cases:
