@@ -161,6 +161,23 @@ def test_filter_extreme_exponent_distances(rng):
             np.testing.assert_array_equal(f.exponents, e)
 
 
+def test_filter_per_block_threshold_form(rng):
+    # the cheap hardware form of docs/numerics.md: per block c = ceil(tm * 2**(te - E)),
+    # clipped to 128, then 16 comparisons |m| < c -- equivalent to the shift-and-compare
+    t = rand_tensor(rng, (16, 64), elo=1, ehi=254)
+    for _ in range(40):
+        te, tm = (int(v) for v in rng.integers(0, 256, size=2))
+        m = t.blocks().astype(np.int64)
+        out = np.empty_like(m)
+        for idx in np.ndindex(*t.exponents.shape):
+            d = int(t.exponents[idx]) - te
+            c = (tm + (1 << d) - 1) >> d if d >= 0 else tm << -d
+            c = min(c, 128)
+            out[idx] = np.where(np.abs(m[idx]) < c, 0, m[idx])
+        f = sp.filter(t, Threshold(te, tm))
+        np.testing.assert_array_equal(f.mantissas, out.reshape(t.shape))
+
+
 def test_filter_canonicalizes_and_keeps_exponents():
     m = np.zeros((1, 48), np.int8)
     m[0, 0:16] = 1        # block 0: all tiny -> dropped entirely -> E = 0
