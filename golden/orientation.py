@@ -35,14 +35,7 @@ import numpy as np
 
 from .bfp import BFPTensor, quantize
 from .gemm import matmul, reblock
-
-try:  # the HBM v1 size, exact; a local copy of the formula if golden.hbm is absent
-    from .hbm import size_bits as _hbm_size_bits
-except ImportError:  # pragma: no cover - only before golden/hbm.py exists
-    def _hbm_size_bits(mantissas) -> int:
-        m = np.asarray(mantissas).reshape(-1, 16)
-        nb, bnz = m.shape[0], int(np.any(m != 0, axis=1).sum())
-        return 16 * -(-nb // 16) + 24 * bnz + 8 * int(np.count_nonzero(m))
+from .hbm import size_bits as _hbm_size_bits
 
 __all__ = ["SCHEMES", "train_and_capture", "measure", "format_table", "main"]
 
@@ -73,13 +66,14 @@ def train_and_capture(seed: int = 0, steps: int = 60, batch: int = 256, lr: floa
     data = digits.data.astype(np.float64) / 16.0
     labels = digits.target
     rng = np.random.default_rng(seed)
-    ws = [rng.standard_normal((co, k)) * np.sqrt(2.0 / k) for k, co in zip(LAYERS, LAYERS[1:])]
+    ws = [rng.standard_normal((co, k)) * np.sqrt(2.0 / k)
+          for k, co in zip(LAYERS[:-1], LAYERS[1:], strict=True)]
     bs = [np.zeros(co) for co in LAYERS[1:]]
 
     def step(idx, update):
         x, y = data[idx], labels[idx]
         xs, zs = [x], []
-        for i, (w, b) in enumerate(zip(ws, bs)):
+        for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
             z = xs[-1] @ w.T + b
             zs.append(z)
             if i < len(ws) - 1:
@@ -165,14 +159,16 @@ def measure(layers, filtered: bool) -> dict:
         if mask is not None:
             ref["BP"] = (dy @ w) * mask
 
-        def record(s, fp, bp, wg, tx, tdy, tw):
+        counts = {"X": n * k, "dY": n * co, "W": co * k}
+
+        def record(s, fp, bp, wg, tx, tdy, tw, ref=ref, mask=mask, counts=counts):
             err[s]["FP"].append(_rel(fp, ref["FP"]))
             if mask is not None:
                 err[s]["BP"].append(_rel(bp * mask, ref["BP"]))
             err[s]["WG"].append(_rel(wg, ref["WG"]))
-            for name, ts, cnt in (("X", tx, n * k), ("dY", tdy, n * co), ("W", tw, co * k)):
+            for name, ts in (("X", tx), ("dY", tdy), ("W", tw)):
                 bits[s][name][0] += sum(_hbm_size_bits(t.mantissas.reshape(-1)) for t in ts)
-                bits[s][name][1] += cnt
+                bits[s][name][1] += counts[name]
 
         # (a) ours: the hardware GEMMs
         xq, wq, wtq, dyq = _q16(x), _q16(w), _q16(w.T), _q16(dy)
@@ -238,7 +234,8 @@ def main(argv=None) -> int:
     layers, acc = train_and_capture(args.seed, args.steps, args.batch)
     print(f"# orientation study: MLP {'-'.join(map(str, LAYERS))} on digits, seed {args.seed}, "
           f"{args.steps} float SGD steps, batch {args.batch}, batch accuracy {acc:.2f}\n")
-    for filtered, title in ((False, "As produced"), (True, "Filtered at 90% (X of layers 2-3, dY)")):
+    for filtered, title in ((False, "As produced"),
+                            (True, "Filtered at 90% (X of layers 2-3, dY)")):
         print(format_table(measure(layers, filtered), title))
         print()
     print(f"({time.perf_counter() - t0:.1f} s)")
