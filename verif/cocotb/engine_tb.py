@@ -164,6 +164,9 @@ def random_case(cfg: EngineConfig, rng: np.random.Generator):
         dy = random_operand(rng, s_len, BLOCK * -(-co // BLOCK), sa, extreme=extreme)
         x = random_operand(rng, s_len, BLOCK * -(-k // BLOCK), sb, extreme=extreme)
         a, b = reblock(dy), reblock(x)
+        if rng.random() < 0.5:  # re-blocking flushes small values: also draw A, B directly
+            a = random_operand(rng, a.shape[0], s_len, sa, extreme=extreme)
+            b = random_operand(rng, b.shape[0], s_len, sb, extreme=extreme)
         a = BFPTensor(a.exponents[:co], a.mantissas[:co])
         b = BFPTensor(b.exponents[:k], b.mantissas[:k])
         return f"wg sA={sa} sB={sb} {extreme}", a, b, None

