@@ -1,0 +1,125 @@
+"""Job descriptors, defined once: the host runtime packs them, the sequencer's layout is built
+from the same table.
+
+A job is a list of 64-byte descriptors in DRAM (``docs/system.md``); each is one engine tile
+(``GEMM``) or one weight update (``UPDATE``). Fields are packed from bit 0 of the first byte
+upward in the order of :data:`FIELDS` (little-endian, like every multi-byte value here), so a
+descriptor is eight 64-bit little-endian words. This module is pure Python; :func:`layout`
+builds the Amaranth ``StructLayout`` when Amaranth is there.
+
+Byte lengths are at most 2**24 - 1, addresses 32-bit byte addresses aligned to the bus width
+(8 bytes). A ``*_len`` of 0 means the operand is not used (only where the op allows it).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["Op", "Phase", "Flag", "FIELDS", "DESC_BYTES", "pack", "unpack", "layout"]
+
+DESC_BYTES = 64
+
+
+class Op(enum.IntEnum):
+    """What a descriptor does."""
+    NOP = 0  #: nothing (counts as executed)
+    GEMM = 1  #: one engine tile: load A and B (and the BP mask), run, output
+    UPDATE = 2  #: weight update of one tensor (fixed-point SGD, ``docs/numerics.md``)
+
+
+class Phase(enum.IntEnum):
+    """Which training phase a GEMM belongs to (selects the counters it adds to)."""
+    FP = 0
+    BP = 1
+    WG = 2
+
+
+class Flag(enum.IntFlag):
+    """GEMM options."""
+    RELU = 1 << 0  #: ReLU on the accumulators before conversion
+    FILTER = 1 << 1  #: sparsity filter with (tau_te, tau_tm); statistics are kept either way
+    MASK = 1 << 2  #: BP: compute only outputs whose saved activation (mask stream) is nonzero
+    A_REBLOCK = 1 << 3  #: WG: A goes through the transposer (stored N x C, used C x N)
+    B_REBLOCK = 1 << 4  #: WG: B goes through the transposer
+    CARRY = 1 << 5  #: start from the accumulators of the previous GEMM (K split over tiles)
+    KEEP = 1 << 6  #: leave the accumulators for a following CARRY tile: no output
+    FLUSH = 1 << 7  #: after this tile, encode the row buffer and write it to out_addr
+    RAW = 1 << 8  #: write the accumulators themselves (8 bytes each: S, ea) instead of BFP8
+
+
+#: (name, bits, description): packed LSB first in this order.
+FIELDS = (
+    ("op", 4, "Op"),
+    ("phase", 2, "Phase"),
+    ("flags", 10, "Flag bits"),
+    ("m", 16, "rows of A (output rows)"),
+    ("n", 16, "rows of B (output columns) of this tile"),
+    ("kblocks", 16, "K / 16, the reduction length in blocks"),
+    ("a_addr", 32, "A: HBM v1 stream"),
+    ("a_len", 24, "A: stream bytes"),
+    ("out_col", 8, "first block column of this tile in the row buffer"),
+    ("b_addr", 32, "B: HBM v1 stream"),
+    ("b_len", 24, "B: stream bytes"),
+    ("out_cblocks", 8, "blocks per row of the row buffer written at FLUSH"),
+    ("mask_addr", 32, "BP mask: HBM v1 stream of the saved activations (m x n)"),
+    ("mask_len", 24, "BP mask: stream bytes"),
+    ("tau_te", 8, "filter threshold exponent register"),
+    ("out_addr", 32, "output HBM v1 stream (or RAW accumulators)"),
+    ("out_cap", 24, "output capacity in bytes"),
+    ("tau_tm", 8, "filter threshold mantissa register"),
+    ("stats_addr", 32, "where the statistics record goes at FLUSH (0: nowhere)"),
+    ("hist_base", 8, "histogram base register"),
+    ("lr", 24, "UPDATE: learning rate, Q0.24"),
+    ("momentum", 16, "UPDATE: momentum, Q0.16"),
+    ("weight_decay", 16, "UPDATE: weight decay, Q0.16"),
+    ("reserved", 96, "zero"),
+)
+
+_OFFSETS = {}
+_pos = 0
+for _name, _bits, _ in FIELDS:
+    _OFFSETS[_name] = (_pos, _bits)
+    _pos += _bits
+assert _pos == DESC_BYTES * 8, _pos
+del _pos
+
+
+def pack(**values) -> bytes:
+    """The 64 bytes of a descriptor; fields not given are 0.
+
+    Raises ``ValueError`` for an unknown field or a value that does not fit its bits.
+    """
+    word = 0
+    for name, value in values.items():
+        if name not in _OFFSETS:
+            raise ValueError(f"Unknown descriptor field {name!r}")
+        lsb, bits = _OFFSETS[name]
+        value = int(value)
+        if not 0 <= value < (1 << bits):
+            raise ValueError(f"Descriptor field {name} = {value} does not fit {bits} bits")
+        word |= value << lsb
+    return word.to_bytes(DESC_BYTES, "little")
+
+
+def unpack(data: bytes) -> dict:
+    """Field values of a descriptor's 64 bytes."""
+    if len(data) != DESC_BYTES:
+        raise ValueError(f"A descriptor is {DESC_BYTES} bytes, not {len(data)}")
+    word = int.from_bytes(data, "little")
+    return {name: (word >> lsb) & ((1 << bits) - 1) for name, (lsb, bits) in _OFFSETS.items()}
+
+
+def layout():
+    """The Amaranth ``StructLayout`` of a descriptor (fields as in :data:`FIELDS`)."""
+    from amaranth.lib import data
+
+    return data.StructLayout({name: bits for name, bits, _ in FIELDS})
+
+
+def markdown() -> str:
+    """The descriptor table for the documentation."""
+    lines = ["| bits | field | description |", "|---|---|---|"]
+    for name, bits, doc in FIELDS:
+        lsb, _ = _OFFSETS[name]
+        lines.append(f"| {lsb + bits - 1}:{lsb} | `{name}` | {doc} |")
+    return "\n".join(lines) + "\n"
