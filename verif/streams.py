@@ -34,6 +34,10 @@ __all__ = [
     "ref_convert",
     "bfp_tensor",
     "bfp_edge_tensor",
+    "scatter_beats",
+    "golden_decode",
+    "block_spans",
+    "malformed_streams",
     "Pacer",
     "stream_put",
     "stream_get",
@@ -263,6 +267,163 @@ def bfp_edge_tensor():
     exp = np.array([b[0] for b in blocks], np.uint8)
     mant = np.stack([b[1] for b in blocks])
     return exp, mant
+
+
+def scatter_beats(rng, stream: bytes, bus_width: int, null_prob: float = 0.3):
+    """Like :func:`bytes_to_beats`, but with random ``keep`` holes and null beats.
+
+    Every beat keeps a random subset of its byte lanes (empty with probability ``null_prob``
+    / 4); the unkept lanes hold random garbage, which the receiver must ignore.
+    """
+    nbytes = bus_width // 8
+    beats, at = [], 0
+    while True:
+        if rng.random() < null_prob / 4:
+            keep = 0
+        else:
+            keep = int(rng.integers(1, 1 << nbytes))
+            if rng.random() > null_prob:
+                keep = (1 << nbytes) - 1
+        lanes = [int(v) for v in rng.integers(0, 256, nbytes)]
+        for lane in range(nbytes):
+            if keep >> lane & 1:
+                if at < len(stream):
+                    lanes[lane] = stream[at]
+                    at += 1
+                else:
+                    keep &= ~(1 << lane)
+        last = at >= len(stream)
+        beats.append((int.from_bytes(bytes(lanes), "little"), keep, int(last)))
+        if last:
+            return beats
+
+
+_GOLDEN_ERRORS = (
+    (r"^Truncated HBM stream", "TRUNCATED"),
+    (r"^Superblock \d+ L1 mask .* beyond the last block", "L1_BEYOND_END"),
+    (r"^Block \d+ has its L1 bit set but an empty L2 mask", "EMPTY_L2"),
+    (r"^Block \d+ exponent byte is 0", "ZERO_EXPONENT"),
+    (r"^Block \d+ mantissa \d+ is the byte 0x00", "ZERO_MANTISSA"),
+    (r"^Block \d+ mantissa \d+ is the byte 0x80", "MANTISSA_M128"),
+    (r"^Trailing data after the HBM stream", "TRAILING_DATA"),
+    (r"^Trailing bytes after the HBM stream are not zero padding", "BAD_PADDING"),
+)
+
+
+def golden_decode(data: bytes, n_blocks: int):
+    """``golden.hbm.decode`` with its verdict as a :class:`~hdl.hbm_decoder.DecodeError` name.
+
+    Returns ``(name, exponents, mantissas (n, 16))``; the arrays are None on an error. The
+    error message is classified by its wording; an unknown message fails the test.
+    """
+    import re
+
+    import golden.hbm
+
+    try:
+        e, m = golden.hbm.decode(data, n_blocks)
+    except ValueError as exc:
+        for pattern, name in _GOLDEN_ERRORS:
+            if re.search(pattern, str(exc)):
+                return name, None, None
+        raise AssertionError(f"unclassified golden.hbm error: {exc}") from exc
+    return "NONE", e, m.reshape(-1, BLOCK)
+
+
+def block_spans(exp, mant):
+    """Byte positions of a tensor's HBM v1 stream, computed from the tensor.
+
+    Returns ``(ready, l1_at, rec_at)``: ``ready[b]`` is the offset after the last byte block
+    ``b`` needs (its superblock's L1 mask, and its own record if nonzero), ``l1_at[s]`` the
+    offset of superblock ``s``'s L1 mask, ``rec_at[b]`` the offset of block ``b``'s record
+    (None for an all-zero block).
+    """
+    n = len(exp)
+    nz = mant != 0
+    ready, l1_at, rec_at = [], [], []
+    pos = 0
+    for b in range(n):
+        if b % 16 == 0:
+            l1_at.append(pos)
+            pos += 2
+        if nz[b].any():
+            rec_at.append(pos)
+            pos += 3 + int(nz[b].sum())
+            ready.append(pos)
+        else:
+            rec_at.append(None)
+            ready.append(l1_at[-1] + 2)
+    return ready, l1_at, rec_at
+
+
+def emitted_before(ready, p: int) -> int:
+    """Blocks a streaming decoder can emit, in order, when bytes from ``p`` on are bad."""
+    count = 0
+    for r in ready:
+        if r > p:
+            break
+        count += 1
+    return count
+
+
+def malformed_streams(rng, exp, mant):
+    """Corruptions of one tensor's stream: ``[(kind, data, emitted)]``.
+
+    ``kind`` names the error each corruption is meant to cause (the tests check that the
+    golden model agrees, so the cases stay meaningful); ``emitted`` is how many blocks a
+    streaming decoder emits before it finds the error (every block whose bytes all precede the
+    corrupted byte). Also returns well-formed streams with zero padding of 1 to 7 bytes (kind
+    ``NONE``).
+    """
+    import golden.hbm
+
+    data = golden.hbm.encode(exp, mant)
+    n = len(exp)
+    ready, l1_at, rec_at = block_spans(exp, mant)
+    nonzero = [b for b in range(n) if rec_at[b] is not None]
+    out = []
+
+    def put(kind, d, p):
+        out.append((kind, bytes(d), emitted_before(ready, p) if p is not None else n))
+
+    for p in sorted({0, 1, len(data) - 1, int(rng.integers(0, max(1, len(data))))}):
+        if 0 <= p < len(data):
+            put("TRUNCATED", data[:p], p)
+    if nonzero:
+        b = int(rng.choice(nonzero))
+        at = rec_at[b]
+        k = int((mant[b] != 0).sum())
+        d = bytearray(data)
+        d[at:at + 2] = b"\0\0"
+        put("EMPTY_L2", d, at)
+        d = bytearray(data)
+        d[at + 2] = 0
+        put("ZERO_EXPONENT", d, at + 2)
+        i = int(rng.integers(0, k))
+        d = bytearray(data)
+        d[at + 3 + i] = 0
+        put("ZERO_MANTISSA", d, at + 3 + i)
+        d = bytearray(data)
+        d[at + 3 + i] = 0x80
+        put("MANTISSA_M128", d, at + 3 + i)
+        # A bad mantissa in a block cut short: the truncation wins, as in the golden model.
+        if k >= 2:
+            d = bytearray(data[:at + 3 + k - 1])
+            d[at + 3] = 0
+            put("TRUNCATED", d, at + 3)
+    if n % 16 and n:
+        d = bytearray(data)
+        d[l1_at[-1] + 1] |= 0x80  # bit 15 of the last (short) superblock
+        put("L1_BEYOND_END", d, l1_at[-1])
+    pad = int(rng.integers(1, 8))
+    put("NONE", data + bytes(pad), None)
+    put("TRAILING_DATA", data + bytes(8), None)
+    put("TRAILING_DATA", data + bytes(rng.integers(0, 256, int(rng.integers(8, 40)))
+                                       .astype(np.uint8)), None)
+    d = bytearray(data + bytes(pad))
+    d[len(data) + int(rng.integers(0, pad))] = int(rng.integers(1, 256))
+    put("BAD_PADDING", d, None)
+    return out
 
 
 # -- flow control --------------------------------------------------------------------------------

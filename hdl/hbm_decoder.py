@@ -1,0 +1,306 @@
+"""HBM v1 decoder: the byte stream in on a 32- or 64-bit bus, BFP8 blocks out, with error codes.
+
+The reverse of :mod:`hdl.hbm_encoder` and ``golden.hbm.decode``: for each tensor (one word on
+``cmd``: its number of blocks) the decoder takes beats up to and including the one with
+``last`` and emits the tensor's blocks on ``o`` in order, all-zero blocks (``E = 0``) included.
+
+Bytes of a beat are those whose ``keep`` bit is set, in byte order (null bytes anywhere are
+skipped, as AXI4-Stream allows). They go into a 32-byte buffer; each cycle the decoder looks at
+the front of the buffer and emits one block if the bytes it needs are there: nothing for a
+block whose L1 bit is clear, 2 more for the L1 mask at the start of a superblock, ``3 + k``
+for a block with ``k`` nonzero mantissas (21 bytes at most). The buffer takes a beat whenever
+it has room for a full one, so the decoder keeps up with one block per cycle as long as the bus
+delivers the bytes (a 64-bit bus: 8 bytes per cycle).
+
+Errors are the ones ``golden.hbm.decode`` rejects, found in the same order (stream order) and
+reported as a :class:`DecodeError` on ``code``:
+
+================== ========================================================================
+``TRUNCATED``      the stream (``last``) ended before the tensor's last block
+``L1_BEYOND_END``  the last superblock's L1 mask sets a bit beyond the tensor's last block
+``EMPTY_L2``       a set L1 bit with an empty L2 mask
+``ZERO_EXPONENT``  exponent byte 0 for a nonzero block
+``ZERO_MANTISSA``  a mantissa byte 0 (the first bad mantissa of a block decides)
+``MANTISSA_M128``  a mantissa byte 0x80 (-128)
+``TRAILING_DATA``  more than 7 bytes after the tensor's last block
+``BAD_PADDING``    a nonzero byte among up to 7 bytes after the tensor's last block
+================== ========================================================================
+
+Up to 7 zero bytes after the last block are padding and accepted. As with the golden model, a
+truncated stream is reported as ``TRUNCATED`` even if the bytes that did arrive of the block in
+progress hold a bad mantissa; errors in its L2 mask or exponent, which come first, win.
+
+On an error the decoder emits no further block of that tensor (the blocks before the error
+have been emitted and were valid), drops the rest of the stream up to and including the beat
+with ``last``, and is then ready for the next ``cmd``. ``code`` holds the result of the current
+or most recent tensor until the next ``cmd`` is accepted; ``error`` is ``code != NONE``.
+Trailing-data errors are known only at ``last``. A tensor is finished when ``busy`` falls.
+
+Latency: a block whose bytes are in the buffer is on ``o`` the next cycle; a beat accepted in
+cycle ``n`` is in the buffer in cycle ``n + 1``.
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .bfp_layouts import BFP_BLOCK, BLOCK, bus_beat, check_bus_width, popcount, prefix_counts
+
+__all__ = ["HBMDecoder", "DecodeError"]
+
+SUPERBLOCK = 16  #: blocks per superblock
+BUFFER_BYTES = 32  #: byte buffer: room for a 21-byte block plus a beat of up to 8 bytes
+MAX_PADDING = 7  #: zero bytes accepted after the last block (``golden.hbm.MAX_PADDING``)
+N_BLOCKS_W = 32  #: width of the per-tensor block count on ``cmd``
+
+
+class DecodeError(enum.Enum, shape=4):
+    """What was wrong with a tensor's stream (``NONE``: nothing)."""
+    NONE = 0
+    TRUNCATED = 1
+    L1_BEYOND_END = 2
+    EMPTY_L2 = 3
+    ZERO_EXPONENT = 4
+    ZERO_MANTISSA = 5
+    MANTISSA_M128 = 6
+    TRAILING_DATA = 7
+    BAD_PADDING = 8
+
+
+class HBMDecoder(wiring.Component):
+    """Streaming HBM v1 decoder (module docstring).
+
+    Parameters
+    ----------
+    bus_width : int
+        Width of the input bus in bits: 32 or 64.
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(unsigned(32)))
+        One word per tensor: its number of blocks (0 is allowed: the stream is then empty or
+        up to 7 zero bytes).
+    i : In(stream.Signature(bus_beat(bus_width)))
+        The byte stream: ``data``, ``keep`` (byte enables), ``last``.
+    o : Out(stream.Signature(BFP_BLOCK))
+        Decoded blocks.
+    busy : Out(1)
+        A tensor was accepted on ``cmd`` and is not finished (input drained, blocks out).
+    code : Out(DecodeError)
+        Result of the current or most recent tensor.
+    error : Out(1)
+        ``code != DecodeError.NONE``.
+
+    Raises
+    ------
+    ValueError
+        If ``bus_width`` is not 32 or 64.
+    """
+
+    def __init__(self, bus_width: int = 64):
+        self._bus_width = check_bus_width(bus_width)
+        super().__init__({
+            "cmd": In(stream.Signature(unsigned(N_BLOCKS_W))),
+            "i": In(stream.Signature(bus_beat(bus_width))),
+            "o": Out(stream.Signature(BFP_BLOCK)),
+            "busy": Out(1),
+            "code": Out(DecodeError),
+            "error": Out(1),
+        })
+
+    @property
+    def bus_width(self) -> int:
+        return self._bus_width
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self._bus_width // 8
+
+        buf = Signal(8 * BUFFER_BYTES)
+        cnt = Signal(range(BUFFER_BYTES + 1))
+        seen_last = Signal()  # the beat with last is in the buffer: no more bytes come
+        consumed = Signal(range(BUFFER_BYTES + 1))
+        running = Signal()  # a tensor's beats are being taken
+
+        # ---- input: compact the kept bytes of a beat and append them to the buffer
+        beat = self.i.payload
+        keep = beat.keep
+        before = prefix_counts(keep)
+        packed = []
+        for s in range(nb):
+            byte = Const(0, 8)
+            for k in range(s, nb):
+                byte = byte | Mux(keep[k] & (before[k] == s), beat.data[8 * k:8 * k + 8], 0)
+            packed.append(byte)
+        n_in = Signal(range(nb + 1))
+        base = Signal(range(BUFFER_BYTES + 1))
+        accept = Signal()
+        m.d.comb += [
+            n_in.eq(popcount(keep)),
+            self.i.ready.eq(running & ~seen_last & (cnt <= BUFFER_BYTES - nb)),
+            accept.eq(self.i.valid & self.i.ready),
+            base.eq(cnt - consumed),
+        ]
+        kept = buf >> (consumed * 8)
+        with m.If(accept):
+            m.d.sync += [
+                buf.eq(kept | (Cat(packed) << (base * 8))),
+                cnt.eq(base + n_in),
+            ]
+            with m.If(beat.last):
+                m.d.sync += seen_last.eq(1)
+        with m.Else():
+            m.d.sync += [
+                buf.eq(kept),
+                cnt.eq(base),
+            ]
+
+        # ---- decode the front of the buffer
+        def byte(k):
+            return buf[8 * k:8 * k + 8]
+
+        sb_start = Signal()  # the next block is the first of a superblock: L1 comes first
+        l1_reg = Signal(SUPERBLOCK)
+        j = Signal(range(SUPERBLOCK))
+        left = Signal(N_BLOCKS_W)  # blocks still to decode
+        l1 = Signal(SUPERBLOCK)
+        present = Signal(range(SUPERBLOCK + 1))
+        win = Signal(8 * (3 + BLOCK))  # the record of the next nonzero block
+        m.d.comb += [
+            l1.eq(Mux(sb_start, Cat(byte(0), byte(1)), l1_reg)),
+            present.eq(Mux(left >= SUPERBLOCK, SUPERBLOCK, left)),
+            win.eq(Mux(sb_start, buf[16:16 + len(win)], buf[:len(win)])),
+        ]
+        off = Mux(sb_start, 2, 0)
+        l2 = win[:16]
+        exp = win[16:24]
+        mbytes = Array(win[24 + 8 * k:32 + 8 * k] for k in range(BLOCK))
+        k_nz = Signal(range(BLOCK + 1))
+        m.d.comb += k_nz.eq(popcount(l2))
+        l2_before = prefix_counts(l2)
+        mant = [Signal(8, name=f"mant{i}") for i in range(BLOCK)]
+        bad_zero, bad_m128 = [], []
+        for i in range(BLOCK):
+            m.d.comb += mant[i].eq(Mux(l2[i], mbytes[l2_before[i]], 0))
+            bad_zero.append(l2[i] & (mant[i] == 0))
+            bad_m128.append(l2[i] & (mant[i] == 0x80))
+        any_bad = Cat(bad_zero).any() | Cat(bad_m128).any()
+        first_bad = Signal(DecodeError)
+        for i in reversed(range(BLOCK)):  # last assignment wins: the lowest bad mantissa
+            with m.If(bad_zero[i]):
+                m.d.comb += first_bad.eq(DecodeError.ZERO_MANTISSA)
+            with m.If(bad_m128[i]):
+                m.d.comb += first_bad.eq(DecodeError.MANTISSA_M128)
+
+        o_free = ~self.o.valid | self.o.ready
+        emit = Signal()
+        emit_zero = Signal()
+        fail = Signal()
+        fail_code = Signal(DecodeError)
+        trail_n = Signal(range(MAX_PADDING + 2))
+        trail_nz = Signal()
+        code = Signal(DecodeError)
+        m.d.comb += [
+            self.code.eq(code),
+            self.error.eq(code != DecodeError.NONE),
+        ]
+
+        def truncated_if_ended():
+            with m.If(seen_last):
+                m.d.comb += [fail.eq(1), fail_code.eq(DecodeError.TRUNCATED)]
+
+        def fail_with(c):
+            m.d.comb += [fail.eq(1), fail_code.eq(c)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [
+                        left.eq(self.cmd.payload),
+                        j.eq(0),
+                        sb_start.eq(1),
+                        seen_last.eq(0),
+                        code.eq(DecodeError.NONE),
+                        trail_n.eq(0),
+                        trail_nz.eq(0),
+                        running.eq(1),
+                    ]
+                    with m.If(self.cmd.payload == 0):
+                        m.next = "TRAIL"
+                    with m.Else():
+                        m.next = "DECODE"
+
+            with m.State("DECODE"):
+                with m.If(sb_start & (cnt < 2)):
+                    truncated_if_ended()
+                with m.Elif(sb_start & ((l1 >> present) != 0)):
+                    fail_with(DecodeError.L1_BEYOND_END)
+                with m.Elif(~l1.bit_select(j, 1)):
+                    m.d.comb += [
+                        emit.eq(o_free),
+                        emit_zero.eq(1),
+                        consumed.eq(Mux(o_free, off, 0)),
+                    ]
+                with m.Elif(cnt < off + 2):
+                    truncated_if_ended()
+                with m.Elif(l2 == 0):
+                    fail_with(DecodeError.EMPTY_L2)
+                with m.Elif(cnt < off + 3):
+                    truncated_if_ended()
+                with m.Elif(exp == 0):
+                    fail_with(DecodeError.ZERO_EXPONENT)
+                with m.Elif(cnt < off + 3 + k_nz):
+                    truncated_if_ended()
+                with m.Elif(any_bad):
+                    fail_with(first_bad)
+                with m.Else():
+                    m.d.comb += [emit.eq(o_free), consumed.eq(Mux(o_free, off + 3 + k_nz, 0))]
+                with m.If(emit):
+                    m.d.sync += [
+                        j.eq(j + 1),
+                        left.eq(left - 1),
+                        sb_start.eq(j == SUPERBLOCK - 1),
+                        l1_reg.eq(l1),
+                    ]
+                    with m.If(left == 1):
+                        m.next = "TRAIL"
+                with m.If(fail):
+                    m.d.sync += code.eq(fail_code)
+                    m.next = "DRAIN"
+
+            with m.State("TRAIL"):
+                # Everything after the last block: count it and look for nonzero bytes.
+                m.d.comb += consumed.eq(cnt)
+                with m.If(trail_n + cnt > MAX_PADDING):
+                    m.d.sync += trail_n.eq(MAX_PADDING + 1)
+                with m.Else():
+                    m.d.sync += trail_n.eq(trail_n + cnt)
+                with m.If(buf != 0):
+                    m.d.sync += trail_nz.eq(1)
+                with m.If(seen_last & (cnt == 0)):
+                    with m.If(trail_n > MAX_PADDING):
+                        m.d.sync += code.eq(DecodeError.TRAILING_DATA)
+                    with m.Elif(trail_nz):
+                        m.d.sync += code.eq(DecodeError.BAD_PADDING)
+                    m.d.sync += running.eq(0)
+                    m.next = "IDLE"
+
+            with m.State("DRAIN"):
+                m.d.comb += consumed.eq(cnt)
+                with m.If(seen_last & (cnt == 0)):
+                    m.d.sync += running.eq(0)
+                    m.next = "IDLE"
+
+        with m.If(emit):
+            m.d.sync += [
+                self.o.valid.eq(1),
+                self.o.payload.exp.eq(Mux(emit_zero, 0, exp)),
+            ]
+            for i in range(BLOCK):
+                m.d.sync += self.o.payload.mant[i].eq(Mux(emit_zero, 0, mant[i]))
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        m.d.comb += self.busy.eq(running | self.o.valid)
+        return m

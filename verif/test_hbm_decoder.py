@@ -1,0 +1,173 @@
+"""HBM v1 decoder against ``golden.hbm.decode``: Amaranth simulator and Verilator."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
+
+import golden.hbm
+from hdl.hbm_decoder import DecodeError, HBMDecoder
+from verif.harness import run_cocotb
+from verif.streams import (
+    Pacer,
+    bfp_edge_tensor,
+    bfp_tensor,
+    bytes_to_beats,
+    golden_decode,
+    malformed_streams,
+    pack_beat,
+    scatter_beats,
+    stream_put,
+    unpack_bfp_block,
+)
+
+
+@pytest.mark.parametrize("width", [0, 8, 16, 128, 64.0, "32", None])
+def test_bus_width_is_validated(width):
+    with pytest.raises(ValueError, match=rf"^Bus width must be 32 or 64, not {width!r}$"):
+        HBMDecoder(width)
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_bus_width_property(width):
+    dut = HBMDecoder(width)
+    assert dut.bus_width == width
+    Fragment.get(dut, None)
+
+
+def test_error_codes_cover_golden_errors():
+    # Every verdict the classifier can return is a DecodeError member, and vice versa.
+    from verif.streams import _GOLDEN_ERRORS
+    names = {name for _, name in _GOLDEN_ERRORS} | {"NONE"}
+    assert names == {e.name for e in DecodeError}
+
+
+def run_decoder(cases, bus_width, rng, in_pacer=None, out_pacer=None, scatter=False):
+    """Decode ``cases`` (list of ``(data, n_blocks)``) one after the other in one simulation.
+
+    Returns a list of ``(code name, [(E, mantissas), ...])`` per case.
+    """
+    dut = HBMDecoder(bus_width)
+    taken = []
+    results = []
+
+    async def drive(ctx):
+        for data, n_blocks in cases:
+            beats = (scatter_beats(rng, data, bus_width) if scatter
+                     else bytes_to_beats(data, bus_width))
+            start = len(taken)
+            await stream_put(ctx, dut.cmd, [n_blocks])
+            await stream_put(ctx, dut.i, [pack_beat(bus_width, *b) for b in beats], in_pacer)
+            # Never hangs: the tensor finishes within a bound set by the stream's length.
+            for _ in range(100 * (len(data) + n_blocks) + 1000):
+                if not ctx.get(dut.busy):
+                    break
+                await ctx.tick()
+            assert not ctx.get(dut.busy), f"decoder still busy ({n_blocks} blocks)"
+            await ctx.tick()  # let the sink record a word taken at the last edge
+            results.append((DecodeError(ctx.get(dut.code)).name, taken[start:]))
+            assert ctx.get(dut.error) == (ctx.get(dut.code) != DecodeError.NONE)
+
+    async def sink(ctx):
+        while True:
+            ready = out_pacer is None or not out_pacer.stall()
+            ctx.set(dut.o.ready, int(ready))
+            _, _, valid, payload = await ctx.tick().sample(
+                dut.o.valid, dut.o.payload.as_value())
+            if valid and ready:
+                taken.append(unpack_bfp_block(payload))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    return results
+
+
+def check_case(n, got, data, n_blocks, exp=None, mant=None, emitted=None):
+    """Scoreboard one decoded case against the golden model."""
+    code, blocks = got
+    want, we, wm = golden_decode(data, n_blocks)
+    assert code == want, f"case {n}: code {code}, golden says {want}"
+    if want == "NONE":
+        assert len(blocks) == n_blocks, f"case {n}: {len(blocks)} blocks for {n_blocks}"
+        for b, (e, m) in enumerate(blocks):
+            assert e == we[b] and np.array_equal(m, wm[b]), f"case {n} block {b}"
+    else:
+        if emitted is not None:
+            assert len(blocks) == emitted, f"case {n}: {len(blocks)} blocks, want {emitted}"
+        assert len(blocks) <= n_blocks
+        if exp is not None:
+            for b, (e, m) in enumerate(blocks):
+                assert e == exp[b] and np.array_equal(m, mant[b]), f"case {n} block {b}"
+
+
+def valid_tensors(rng):
+    out = [bfp_edge_tensor()]
+    for nblk in (0, 1, 15, 16, 17, 32, 33):
+        for s in (0.0, 0.9, 1.0):
+            out.append(bfp_tensor(rng, nblk, s))
+    out.append(bfp_tensor(rng, 90, 0.6, clustered=True, extremes=True))
+    return out
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_valid_streams(rng, bus_width):
+    tensors = valid_tensors(rng)
+    cases = [(golden.hbm.encode(e, m), len(e)) for e, m in tensors]
+    got = run_decoder(cases, bus_width, rng)
+    for n, ((data, nblk), g) in enumerate(zip(cases, got, strict=True)):
+        check_case(n, g, data, nblk)
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_malformed_streams_and_recovery(rng, bus_width):
+    cases, meta = [], []
+    for nblk, s in ((1, 0.0), (20, 0.5), (40, 0.9), (5, 1.0), (0, 0.0)):
+        e, m = bfp_tensor(rng, nblk, s)
+        for kind, data, emitted in malformed_streams(rng, e, m):
+            assert golden_decode(data, nblk)[0] == kind, kind  # the case does what it says
+            cases.append((data, nblk))
+            meta.append((e, m, emitted))
+            # after every bad stream, a good one must decode
+            cases.append((golden.hbm.encode(e, m), nblk))
+            meta.append((e, m, None))
+    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.3), Pacer(rng, 0.3), scatter=True)
+    for n, ((data, nblk), g, (e, m, emitted)) in enumerate(zip(cases, got, meta, strict=True)):
+        check_case(n, g, data, nblk, e, m, emitted)
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_random_corruption(rng, bus_width):
+    # Random byte flips: whatever golden says (often still a valid stream), the RTL says too.
+    cases = []
+    for _ in range(30):
+        e, m = bfp_tensor(rng, int(rng.integers(1, 40)), float(rng.choice([0.3, 0.8, 0.97])))
+        d = bytearray(golden.hbm.encode(e, m))
+        for _ in range(int(rng.integers(1, 3))):
+            d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
+        cases.append((bytes(d), len(e)))
+    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.2), Pacer(rng, 0.2))
+    for n, ((data, nblk), g) in enumerate(zip(cases, got, strict=True)):
+        check_case(n, g, data, nblk)
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_verilator(seed, bus_width):
+    run_cocotb(HBMDecoder(bus_width), name=f"hbm_decoder_{bus_width}",
+               test_module="verif.cocotb.hbm_decoder_tb", test_id=f"hbm_decoder_{bus_width}",
+               seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 1500},
+               build_args=["--output-split", "0"])
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_verilator_long(seed, bus_width):
+    run_cocotb(HBMDecoder(bus_width), name=f"hbm_decoder_{bus_width}",
+               test_module="verif.cocotb.hbm_decoder_tb",
+               test_id=f"hbm_decoder_{bus_width}_long", seed=seed,
+               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 60000},
+               build_args=["--output-split", "0"])
