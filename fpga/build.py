@@ -28,7 +28,7 @@ from amaranth.back import rtlil
 from fpga.harness import EngineHarness
 from hdl.config import get_config
 
-__all__ = ["TARGETS", "build", "main"]
+__all__ = ["TARGETS", "build", "table", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,15 +98,23 @@ def build(target: str, out_root: Path) -> dict:
                                    "-p", script], out, out / "yosys.stdout"), 1)
     nextpnr = _tool("NEXTPNR_ICE40" if t["family"] == "ice40" else "NEXTPNR_ECP5",
                     f"yowasp-nextpnr-{t['family']}")
-    times["nextpnr_s"] = round(_run([nextpnr, "--json", "top.json", "--report", "pnr.json",
-                                     *t["pnr"]], out, out / "nextpnr.log"), 1)
-    packer = _tool("ICEPACK", "yowasp-icepack") if t["family"] == "ice40" else \
-        _tool("ECPPACK", "yowasp-ecppack")
-    times["pack_s"] = round(_run([packer, *t["pack"]], out, out / "pack.log"), 1)
+    pnr_error = None
+    try:
+        times["nextpnr_s"] = round(_run([nextpnr, "--json", "top.json", "--report",
+                                         "pnr.json", *t["pnr"]], out, out / "nextpnr.log"), 1)
+        packer = _tool("ICEPACK", "yowasp-icepack") if t["family"] == "ice40" else \
+            _tool("ECPPACK", "yowasp-ecppack")
+        times["pack_s"] = round(_run([packer, *t["pack"]], out, out / "pack.log"), 1)
+    except RuntimeError as exc:  # e.g. the design does not fit: still report the synthesis
+        errors = [ln for ln in str(exc).splitlines() if "ERROR" in ln]
+        pnr_error = errors[0] if errors else str(exc).splitlines()[0]
+        times.setdefault("nextpnr_s", 0.0)
+        print(f"   place and route failed: {pnr_error}", flush=True)
 
     cells = _cell_counts(json.loads((out / "stat.json").read_text()))
     counts = {k: sum(cells.get(c, 0) for c in names) for k, names in t["cells"].items()}
-    pnr = json.loads((out / "pnr.json").read_text())
+    pnr_path = out / "pnr.json"
+    pnr = json.loads(pnr_path.read_text()) if pnr_error is None else {}
     fmax = {clk: round(v["achieved"], 2) for clk, v in pnr.get("fmax", {}).items()}
     log = (out / "nextpnr.log").read_text()
     found = re.findall(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz", log)
@@ -120,11 +128,29 @@ def build(target: str, out_root: Path) -> dict:
         "utilization": pnr.get("utilization", {}),
         "cells": cells,
         "times": times,
+        "pnr_error": pnr_error,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"   LUTs {counts['luts']}, FFs {counts['ffs']}, DSPs {counts['dsps']}, "
           f"BRAMs {counts['brams']}, Fmax {report['fmax_mhz']} MHz; times {times}", flush=True)
     return report
+
+
+def table(out_root: Path) -> str:
+    """Markdown table of every ``report.json`` under ``out_root``."""
+    lines = ["| target | engine | LUTs | FFs | DSPs | block RAMs | Fmax (MHz) | "
+             "synth + P&R time (s) |", "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(out_root.glob("*/report.json")):
+        r = json.loads(path.read_text())
+        cap = r["capacity"]
+        t = r["times"]
+        lines.append(
+            f"| {r['device']} | {r['config']} (R={r['rows']}, L={r['lanes']}) | "
+            f"{r['luts']} / {cap['luts']} | {r['ffs']} | {r['dsps']} / {cap['dsps']} | "
+            f"{r['brams']} / {cap['brams']} | "
+            f"{r['fmax_mhz'] if not r.get('pnr_error') else 'does not fit'} | "
+            f"{t['yosys_s']:.0f} + {t['nextpnr_s']:.0f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -135,6 +161,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     for target in args.target or list(TARGETS):
         build(target, Path(args.out))
+    md = table(Path(args.out))
+    (Path(args.out) / "results.md").write_text(md + "\n")
+    print(md)
     return 0
 
 

@@ -18,10 +18,15 @@ Three named sets (:data:`CONFIGS`):
 ========= ============= ==== ==== ====== ====== ====== ===========================
 name      target         R    L   max_m  max_n  max_k  note
 ========= ============= ==== ==== ====== ====== ====== ===========================
-tiny      iCE40 UP5K      4    2     16     16     64  8 PEs = the 8 SB_MAC16
+tiny      iCE40 UP5K      4    1     16     16     64  4 PEs (L=2 needs 6320 LUTs > 5280)
 small     ECP5-25F/45F   16    2     32     32    128  32 PEs
 default   ECP5-85F       16    8     64     64    256  128 PEs (of 156 MULT18X18D)
 ========= ============= ==== ==== ====== ====== ====== ===========================
+
+``tiny`` departs from the suggested R=4, L=2 of ``ARCHITECTURE.md``: synthesized for the UP5K
+that engine takes 6320 LUT4s (the 5280-LUT part does not fit it), mostly the R x L align
+units (a 32-bit barrel shifter and adder each) and the per-lane queues, which the iCE40 can
+only build from flip-flops. One lane of 4 PEs fits (``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -106,7 +111,7 @@ class EngineConfig:
 
 
 CONFIGS = {
-    "tiny": EngineConfig("tiny", rows=4, lanes=2, max_m=16, max_n=16, max_k=64,
+    "tiny": EngineConfig("tiny", rows=4, lanes=1, max_m=16, max_n=16, max_k=64,
                          a_nz_depth=1024, a_hdr_depth=64),
     "small": EngineConfig("small", rows=16, lanes=2, max_m=32, max_n=32, max_k=128,
                           a_nz_depth=4096, a_hdr_depth=256),

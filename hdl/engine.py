@@ -103,6 +103,7 @@ class Engine(wiring.Component):
 
     def __init__(self, cfg: EngineConfig):
         if not isinstance(cfg, EngineConfig):
+            self._MustUse__silence = True  # never elaborated: no "created but never used"
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
         self._cfg = cfg
         w = widths(cfg)

@@ -48,7 +48,7 @@ def test_config_validation(kw, exc, msg):
 
 def test_named_configs():
     assert set(CONFIGS) == {"tiny", "small", "default"}
-    assert (get_config("tiny").rows, get_config("tiny").lanes) == (4, 2)
+    assert (get_config("tiny").rows, get_config("tiny").lanes) == (4, 1)
     assert (get_config("small").rows, get_config("small").lanes) == (16, 2)
     assert get_config("default").peak_macs_per_cycle == 128
     for cfg in CONFIGS.values():  # every buffer holds a dense tile of the largest shape
@@ -216,7 +216,7 @@ def _dense(rng, rows, k):
 def test_engine_amaranth_dense_rate(rng):
     # dense data: each lane feeds one nonzero per cycle with no bubble between blocks or
     # tasks; what is left is the fixed pipeline fill and drain of a run
-    cfg = get_config("tiny")
+    cfg = _cfg(max_k=64, a_nz_depth=512, a_hdr_depth=32)  # R=4, L=2
     b = _dense(rng, 8, 64)
     cycles = []
     for rows in (4, 8):
@@ -228,3 +228,22 @@ def test_engine_amaranth_dense_rate(rng):
     # 4 more rows = 8 more tasks of 64 cycles over 2 lanes: exactly 256 more cycles
     assert cycles[1] - cycles[0] == 256, cycles
     assert cycles[0] <= 256 + 20, cycles
+
+
+# ---- FPGA flow entry points -----------------------------------------------------------------
+
+
+def test_fpga_harness_and_targets(tmp_path):
+    from amaranth.back import rtlil
+
+    from fpga.build import TARGETS, build
+    from fpga.harness import EngineHarness
+
+    assert set(TARGETS) == {"ice40-tiny", "ecp5-default"}
+    with pytest.raises(ValueError, match=r"^Unknown FPGA target 'gowin'; choose from "
+                                         r"\['ecp5-default', 'ice40-tiny'\]$"):
+        build("gowin", tmp_path)
+    with pytest.raises(TypeError, match=r"^cfg must be an EngineConfig, not 4$"):
+        EngineHarness(4)
+    text = rtlil.convert(EngineHarness(get_config("tiny")), name="top")
+    assert "module \\top" in text and "engine.lane0" in text
