@@ -73,8 +73,12 @@ def bus_beat(bus_width: int) -> data.StructLayout:
 
 
 def popcount(bits):
-    """Number of set bits of an Amaranth value (an adder tree)."""
-    terms = [bits[k] for k in range(len(bits))]
+    """Number of set bits (an adder tree) of a Signal, or of a list of 1-bit values.
+
+    Pass a list rather than a ``Cat`` of expressions: slicing an expression repeats it.
+    """
+    terms = list(bits) if isinstance(bits, (list, tuple)) else \
+        [bits[k] for k in range(len(bits))]
     while len(terms) > 1:
         terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
                  for k in range(0, len(terms), 2)]

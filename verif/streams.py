@@ -34,6 +34,8 @@ __all__ = [
     "ref_convert",
     "bfp_tensor",
     "bfp_edge_tensor",
+    "ref_filter",
+    "unpack_counters",
     "scatter_beats",
     "golden_decode",
     "block_spans",
@@ -267,6 +269,29 @@ def bfp_edge_tensor():
     exp = np.array([b[0] for b in blocks], np.uint8)
     mant = np.stack([b[1] for b in blocks])
     return exp, mant
+
+
+def ref_filter(exp, mant, te: int, tm: int, base: int, count_w: int = 32):
+    """Golden filter and statistics of one tensor: ``(E_out, m_out (n, 16), stats)``.
+
+    ``stats`` is a dict with ``values``, ``zeros``, ``filtered_zeros`` and ``hist`` (list).
+    """
+    from golden.bfp import BFPTensor
+    from golden.sparsity import Threshold, filter, stats
+
+    t = BFPTensor(np.asarray(exp, np.uint8), np.asarray(mant, np.int8).reshape(-1))
+    thr = Threshold(te, tm)
+    out = filter(t, thr)
+    st = stats(t, thr, base, count_w)
+    return (out.exponents, out.mantissas.reshape(-1, BLOCK),
+            {"values": st.values, "zeros": st.zeros, "filtered_zeros": st.filtered_zeros,
+             "hist": list(st.hist)})
+
+
+def unpack_counters(word: int, count_w: int, n: int):
+    """Split a flat vector of ``n`` counters of ``count_w`` bits (counter 0 in the low bits)."""
+    mask = (1 << count_w) - 1
+    return [(word >> (k * count_w)) & mask for k in range(n)]
 
 
 def scatter_beats(rng, stream: bytes, bus_width: int, null_prob: float = 0.3):
