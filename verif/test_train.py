@@ -156,3 +156,27 @@ def test_option_errors(tmp_path, capsys):
             train.train(cfg)
     with pytest.raises(ValueError, match=r"dump_step must be an integer in \[0, 2\), not 2"):
         train.train(dict(epochs=1, limit_train=64), dump_dir=tmp_path, dump_step=2)
+
+
+def test_report_from_small_runs(tmp_path):
+    """The report generator on real (tiny) runs: tables, target checks and both plots."""
+    from golden import train_report
+
+    runs = [dict(model="mlp", mode=m, epochs=1, seed=s, limit_train=64)
+            for m in ("fp32", "bfp8") for s in (0, 1)]
+    runs += [dict(model="mlp", mode="bfp8-ss", epochs=1, seed=s, limit_train=64,
+                  target_sparsity=t, filter_at=train.DEFAULT_FILTER_AT,
+                  mask_from=train.DEFAULTS["mask_from"]) for s in (0, 1) for t in (0.5, 0.9)]
+    results = {train_report._key(c): train.train(c) for c in runs}
+    assert len(results) == len(runs)  # the cache keys tell every run apart
+    out = tmp_path / "training.md"
+    md = train_report.write_report(results, runs, quick=True, out=out)
+    assert out.read_text() == md
+    assert (tmp_path / "training_accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "training_sparsity.png").stat().st_size > 1000
+    assert "| mlp | bfp8-ss (target 0.9) |" in md
+    assert "| mlp | bfp8 within 1 point of fp32 |" in md
+    assert "| mlp | 0.50 |" in md and "| mlp | 0.90 |" in md
+    assert "Quick mode" in md
+    full = train_report.plan()
+    assert len(full) == len({train_report._key(c) for c in full}) == 84
