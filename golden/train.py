@@ -449,7 +449,7 @@ def _write_dump(d: Path, c, model, gemms, interims, w_before, x, y, step, lr):
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()},
         "step": step, "lr": lr, "gemms": [], "interim": [],
     }
-    np.savez(d / "step_inputs.npz", images=x, labels=y,
+    np.savez_compressed(d / "step_inputs.npz", images=x, labels=y,
              **{f"w_{layer.name}": w for layer, w in zip(model.gemm_layers, w_before,
                                                           strict=True)})
     manifest["inputs"] = "step_inputs.npz"
@@ -459,14 +459,14 @@ def _write_dump(d: Path, c, model, gemms, interims, w_before, x, y, step, lr):
                   "acc_mant": r["acc"].mant, "acc_exp": r["acc"].exp}
         if r["out_mask"] is not None:
             arrays["out_mask"] = np.asarray(r["out_mask"])
-        np.savez(d / name, **arrays)
+        np.savez_compressed(d / name, **arrays)
         manifest["gemms"].append({"file": name, "layer": r["layer"], "phase": r["phase"],
                                   "a_shape": list(r["a"].shape), "b_shape": list(r["b"].shape),
                                   "masked": r["out_mask"] is not None})
     for r in interims:
         i, kind = r["key"]
         base = f"{model.gemm_layers[i].name}_{kind}"
-        np.savez(d / f"{base}.npz", **_bfp_arrays("natural", r["natural"]),
+        np.savez_compressed(d / f"{base}.npz", **_bfp_arrays("natural", r["natural"]),
                  **_bfp_arrays("stored", r["stored"]))
         (d / f"{base}.hbm").write_bytes(hbm.encode_tensor(r["stored"]))
         tau = r["tau"]
