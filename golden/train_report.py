@@ -11,7 +11,8 @@ on the digits data set, with :func:`golden.train.train`:
 and writes tables (accuracy mean and spread, sparsity reached, natural sparsity, MACs skipped,
 DRAM bytes), the check of the issue's targets, and two PNG plots (accuracy and sparsity against
 the target). Each run's JSON is kept under ``build/train_report/`` and reused when its
-configuration is unchanged (``--fresh`` recomputes everything). ``--quick`` runs one seed, fewer
+configuration and the golden sources it depends on are unchanged (``--fresh`` recomputes
+everything). ``--quick`` runs one seed, fewer
 epochs and fewer points (a smoke test of the report, not evidence) and writes under
 ``build/train_report/quick/`` unless ``--out`` says otherwise.
 """
@@ -47,6 +48,16 @@ PLACEMENTS = (  # (filter_at, mask_from, what it means)
     (("saved",), "saved", "saved copy only; mask from the saved copy"),
     (("err",), "saved", "errors only"),
 )
+
+
+def _fingerprint() -> str:
+    """Hash of the golden sources a result depends on (cached results of other code are stale)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("bfp", "gemm", "sparsity", "hbm", "nn", "data", "train"):
+        h.update((ROOT / "golden" / f"{name}.py").read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _key(cfg: dict) -> str:
@@ -96,13 +107,14 @@ def _run_one(cfg: dict) -> dict:
 def run_all(runs, jobs: int = 2, fresh: bool = False, log=print) -> dict:
     """Run (or load from the cache) every configuration; return ``{key: result}``."""
     CACHE.mkdir(parents=True, exist_ok=True)
+    code = _fingerprint()
     results, todo = {}, []
     for cfg in runs:
         path = CACHE / f"{_key(cfg)}.json"
         if not fresh and path.exists():
             r = json.loads(path.read_text())
             want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-            if all(r["config"].get(k) == v for k, v in want.items()):
+            if r.get("code") == code and all(r["config"].get(k) == v for k, v in want.items()):
                 results[_key(cfg)] = r
                 continue
         todo.append(cfg)
@@ -116,6 +128,7 @@ def run_all(runs, jobs: int = 2, fresh: bool = False, log=print) -> dict:
         for n, fut in enumerate(as_completed(futs), 1):
             cfg = futs[fut]
             r = fut.result()
+            r["code"] = code
             (CACHE / f"{_key(cfg)}.json").write_text(json.dumps(r, indent=1) + "\n")
             results[_key(cfg)] = r
             log(f"[{n}/{len(todo)}] {_key(cfg)}: accuracy {r['test_accuracy']:.4f}, sparsity "
