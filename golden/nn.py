@@ -25,9 +25,9 @@ lowered to a GEMM by im2col with the reduction axis ordered (kh, kw, C): when C 
 16, the im2col of a BFP8 tensor is a pure gather of its blocks (no re-quantization). BP of a
 convolution is itself a GEMM: the im2col of the error dilated by the stride and padded by
 ``k - 1 - padding``, times the flipped weights; its output mask (``relu'``) then applies directly
-to the input activation map. The relu' mask of BP is read from the stored (possibly filtered)
-activations: an output is computed only where the stored activation is nonzero, which is the
-bit-mask the chip already holds.
+to the input activation map. The relu' mask of BP is the nonzero bit-mask of a stored copy of
+the activations (the chip already holds it in the HBM masks): the forward copy, or the copy saved
+for the backward pass when that one is filtered (``mask_from`` of :meth:`Sequential.train_step`).
 
 There are no biases: the chip's GEMM has no bias adder.
 """
@@ -674,7 +674,7 @@ class Sequential:
                 return np.asarray(y[:, :self.n_classes])
             t, _ = hooks.activation(i, nx.convert(y, geom))
 
-    def train_step(self, nx: Numerics, x, labels, hooks=None, mask_from: str = "saved"):
+    def train_step(self, nx: Numerics, x, labels, hooks=None, mask_from: str = "forward"):
         """Forward, loss and backward for one batch; sets each GEMM layer's ``grad``.
 
         ``hooks.activation(i, t) -> (t_forward, t_saved)`` is called with the converted output
@@ -709,7 +709,8 @@ class Sequential:
                 d = e.values
                 for layer in reversed(st.post):
                     d = layer.backward(d)
-                dy = nx.convert(d, gemm_geoms[i])  # exact: masking, scattering, /4
+                # exact for ReLU, max pooling, flatten and 2x2 average pooling (a /4)
+                dy = nx.convert(d, gemm_geoms[i])
             else:
                 dy = Tensor(e.values, e.bfp, gemm_geoms[i])
             x_saved = saved_in[i]
