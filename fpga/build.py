@@ -37,7 +37,7 @@ TARGETS = {
         "config": "tiny", "family": "ice40", "device": "iCE40 UP5K (sg48)",
         "synth": "synth_ice40 -dsp -top top -json top.json",
         "pnr": ["--up5k", "--package", "sg48", "--asc", "top.asc", "--freq", "20",
-                "--pcf-allow-unconstrained"],
+                "--pcf-allow-unconstrained", "--timing-allow-fail"],
         "pack": ["top.asc", "top.bin"],
         "cells": {"luts": ["SB_LUT4"], "ffs": ["SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR",
                                                "SB_DFFS", "SB_DFFESR", "SB_DFFER", "SB_DFFES",
@@ -50,7 +50,7 @@ TARGETS = {
         "config": "default", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
         "synth": "synth_ecp5 -top top -json top.json",
         "pnr": ["--85k", "--package", "CABGA381", "--textcfg", "top.config", "--freq", "50",
-                "--lpf-allow-unconstrained"],
+                "--lpf-allow-unconstrained", "--timing-allow-fail"],
         "pack": ["top.config", "top.bit"],
         "cells": {"luts": ["LUT4"], "ffs": ["TRELLIS_FF"], "dsps": ["MULT18X18D"],
                   "brams": ["DP16KD"], "lutram": ["TRELLIS_DPR16X4"], "carry": ["CCU2C"]},
@@ -79,8 +79,12 @@ def _cell_counts(stat: dict) -> dict:
     return dict(design.get("num_cells_by_type", {}))
 
 
-def build(target: str, out_root: Path) -> dict:
-    """Synthesize, place and route one target; return (and write) its report."""
+def build(target: str, out_root: Path, *, reparse: bool = False) -> dict:
+    """Synthesize, place and route one target; return (and write) its report.
+
+    With ``reparse``, the tools are not run again: the report is rebuilt from the logs and
+    netlists of an earlier build in the same directory.
+    """
     if target not in TARGETS:
         raise ValueError(f"Unknown FPGA target {target!r}; choose from {sorted(TARGETS)}")
     t = TARGETS[target]
@@ -89,6 +93,9 @@ def build(target: str, out_root: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     print(f"== {target}: engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes}) on {t['device']}",
           flush=True)
+    if reparse:
+        return _report(target, t, cfg, out, json.loads((out / "report.json").read_text())
+                       ["times"] if (out / "report.json").exists() else {}, None)
     times = {}
     t0 = time.monotonic()
     (out / "top.il").write_text(rtlil.convert(EngineHarness(cfg), name="top"))
@@ -110,22 +117,36 @@ def build(target: str, out_root: Path) -> dict:
         pnr_error = errors[0] if errors else str(exc).splitlines()[0]
         times.setdefault("nextpnr_s", 0.0)
         print(f"   place and route failed: {pnr_error}", flush=True)
+    return _report(target, t, cfg, out, times, pnr_error)
 
+
+def _report(target, t, cfg, out: Path, times: dict, pnr_error) -> dict:
     cells = _cell_counts(json.loads((out / "stat.json").read_text()))
     counts = {k: sum(cells.get(c, 0) for c in names) for k, names in t["cells"].items()}
     pnr_path = out / "pnr.json"
-    pnr = json.loads(pnr_path.read_text()) if pnr_error is None else {}
+    pnr = json.loads(pnr_path.read_text()) if pnr_error is None and pnr_path.exists() else {}
     fmax = {clk: round(v["achieved"], 2) for clk, v in pnr.get("fmax", {}).items()}
     log = (out / "nextpnr.log").read_text()
     found = re.findall(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz", log)
+    target_mhz = float(t["pnr"][t["pnr"].index("--freq") + 1])
+    if pnr_error is None and not pnr:  # reparse of a failed run
+        errors = [ln for ln in log.splitlines() if ln.startswith("ERROR")]
+        pnr_error = errors[0] if errors else None
+    if pnr_error and "FAIL at" in pnr_error:  # placed and routed, only slower than asked
+        pnr_error = None
+    used = {name: [int(a), int(b)] for name, a, b in
+            re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log)}
+    lc = used.get("ICESTORM_LC") or used.get("TRELLIS_COMB")
     report = {
         "target": target, "device": t["device"], "config": cfg.name,
         "rows": cfg.rows, "lanes": cfg.lanes, "peak_macs_per_cycle": cfg.peak_macs_per_cycle,
         **counts,
         "fmax_mhz": min(fmax.values()) if fmax else (float(found[-1][1]) if found else None),
         "fmax_by_clock": fmax,
+        "fmax_target_mhz": target_mhz,
         "capacity": t["capacity"],
-        "utilization": pnr.get("utilization", {}),
+        "logic_cells": lc,
+        "utilization": pnr.get("utilization") or used,
         "cells": cells,
         "times": times,
         "pnr_error": pnr_error,
@@ -138,18 +159,22 @@ def build(target: str, out_root: Path) -> dict:
 
 def table(out_root: Path) -> str:
     """Markdown table of every ``report.json`` under ``out_root``."""
-    lines = ["| target | engine | LUTs | FFs | DSPs | block RAMs | Fmax (MHz) | "
-             "synth + P&R time (s) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| target | engine | LUT4 (synth) | logic cells (P&R) | FFs | DSPs | block RAMs | "
+             "Fmax (MHz) | synth + P&R time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(out_root.glob("*/report.json")):
         r = json.loads(path.read_text())
         cap = r["capacity"]
         t = r["times"]
+        lc = "{} / {}".format(*r["logic_cells"]) if r.get("logic_cells") else "-"
+        if r.get("pnr_error"):
+            fmax = "does not fit"
+        else:
+            fmax = f"{r['fmax_mhz']} (asked {r['fmax_target_mhz']:.0f})"
         lines.append(
             f"| {r['device']} | {r['config']} (R={r['rows']}, L={r['lanes']}) | "
-            f"{r['luts']} / {cap['luts']} | {r['ffs']} | {r['dsps']} / {cap['dsps']} | "
+            f"{r['luts']} | {lc} | {r['ffs']} | {r['dsps']} / {cap['dsps']} | "
             f"{r['brams']} / {cap['brams']} | "
-            f"{r['fmax_mhz'] if not r.get('pnr_error') else 'does not fit'} | "
-            f"{t['yosys_s']:.0f} + {t['nextpnr_s']:.0f} |")
+            f"{fmax} | {t.get('yosys_s', 0):.0f} + {t.get('nextpnr_s', 0):.0f} |")
     return "\n".join(lines)
 
 
@@ -158,9 +183,11 @@ def main(argv=None) -> int:
     ap.add_argument("--target", action="append", choices=sorted(TARGETS),
                     help="target to build (repeatable; default: all)")
     ap.add_argument("--out", default=str(ROOT / "build" / "fpga"))
+    ap.add_argument("--reparse", action="store_true",
+                    help="rebuild the reports from an earlier build's files (no tools run)")
     args = ap.parse_args(argv)
     for target in args.target or list(TARGETS):
-        build(target, Path(args.out))
+        build(target, Path(args.out), reparse=args.reparse)
     md = table(Path(args.out))
     (Path(args.out) / "results.md").write_text(md + "\n")
     print(md)

@@ -20,13 +20,18 @@ name      target         R    L   max_m  max_n  max_k  note
 ========= ============= ==== ==== ====== ====== ====== ===========================
 tiny      iCE40 UP5K      4    1     16     16     64  4 PEs (L=2 needs 6320 LUTs > 5280)
 small     ECP5-25F/45F   16    2     32     32    128  32 PEs
-default   ECP5-85F       16    8     64     64    256  128 PEs (of 156 MULT18X18D)
+default   ECP5-85F       16    4     64     64    256  64 PEs (L=8 needs 113% of LUTs)
 ========= ============= ==== ==== ====== ====== ====== ===========================
 
 ``tiny`` departs from the suggested R=4, L=2 of ``ARCHITECTURE.md``: synthesized for the UP5K
 that engine takes 6320 LUT4s (the 5280-LUT part does not fit it), mostly the R x L align
 units (a 32-bit barrel shifter and adder each) and the per-lane queues, which the iCE40 can
 only build from flip-flops. One lane of 4 PEs fits (``docs/results.md``).
+
+``default`` likewise halves the suggested L=8: with 128 PEs the engine needs 94,598 ECP5 logic
+cells (LUT4 + carry + mux cells) for the 83,640 of the 85F, 113 %, again mostly the align
+units (128 x ~400 LUT4s); nextpnr cannot place it. With L=4 (64 PEs, 64 of the 156
+multipliers) it fits; ``docs/results.md`` has the figures.
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ CONFIGS = {
                          a_nz_depth=1024, a_hdr_depth=64),
     "small": EngineConfig("small", rows=16, lanes=2, max_m=32, max_n=32, max_k=128,
                           a_nz_depth=4096, a_hdr_depth=256),
-    "default": EngineConfig("default", rows=16, lanes=8, max_m=64, max_n=64, max_k=256,
+    "default": EngineConfig("default", rows=16, lanes=4, max_m=64, max_n=64, max_k=256,
                             a_nz_depth=16384, a_hdr_depth=1024),
 }  #: the named configurations
 

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     os.environ["MAKEFLAGS"] = PCH_FIX
     run_cocotb(Engine(cfg), name=f"engine_{cfg.name}", test_module="verif.cocotb.engine_bench_tb",
-               test_id=f"bench_engine_{cfg.name}", seed=args.seed,
+               test_id=f"engine_{cfg.name}", seed=args.seed,
                extra_env={"CFG": json.dumps(dataclasses.asdict(cfg)), "TILE": tile,
                           "SPARSITIES": ",".join(map(str, SPARSITIES)), "BENCH_OUT": raw})
     records, checks = summarize(json.loads(raw.read_text()))

@@ -50,7 +50,7 @@ def test_named_configs():
     assert set(CONFIGS) == {"tiny", "small", "default"}
     assert (get_config("tiny").rows, get_config("tiny").lanes) == (4, 1)
     assert (get_config("small").rows, get_config("small").lanes) == (16, 2)
-    assert get_config("default").peak_macs_per_cycle == 128
+    assert get_config("default").peak_macs_per_cycle == 64
     for cfg in CONFIGS.values():  # every buffer holds a dense tile of the largest shape
         assert cfg.a_nz_depth >= cfg.max_m * cfg.max_k
         assert cfg.a_hdr_depth >= cfg.max_m * cfg.k_blocks

@@ -24,12 +24,14 @@ MID = EngineConfig("mid", rows=8, lanes=3, max_m=12, max_n=24, max_k=64, a_nz_de
                    a_hdr_depth=40)
 
 
-def _run(cfg: EngineConfig, seed: int, cases: int, tag: str, testcase=None):
+def _run(cfg: EngineConfig, seed: int, cases: int, tag: str | None, testcase=None):
+    # tag None: the build directory shared with `make bench` (one Verilator build per config)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MAKEFLAGS", PCH_FIX)
         run_cocotb(Engine(cfg), name=f"engine_{cfg.name}",
                    test_module="verif.cocotb.engine_tb",
-                   test_id=f"engine_{cfg.name}_{tag}", seed=seed, testcase=testcase,
+                   test_id=f"engine_{cfg.name}" + (f"_{tag}" if tag else ""), seed=seed,
+                   testcase=testcase,
                    extra_env={"CFG": json.dumps(dataclasses.asdict(cfg)), "CASES": cases})
 
 
@@ -43,7 +45,7 @@ def test_engine_verilator(cfg, seed):
 @pytest.mark.cocotb
 @pytest.mark.parametrize("name, cases", [("small", 40), ("default", 25)])
 def test_engine_verilator_large(name, cases, seed):
-    _run(get_config(name), seed, cases=cases, tag="large")
+    _run(get_config(name), seed, cases=cases, tag=None)
 
 
 @pytest.mark.slow

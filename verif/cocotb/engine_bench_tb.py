@@ -20,8 +20,17 @@ import time
 import cocotb
 import numpy as np
 
+from golden.bfp import BFPTensor
 from verif.cocotb.engine_tb import TB, _cfg, _rng
 from verif.engine_model import expected_beats, random_operand
+
+
+def operand(rng, rows, k, s):
+    """Random operand at sparsity ``s``; at ``s = 0`` truly dense (no zero mantissa at all)."""
+    t = random_operand(rng, rows, k, s)
+    if s == 0.0:
+        t = BFPTensor(t.exponents, np.where(t.mantissas == 0, 1, t.mantissas).astype(np.int8))
+    return t
 
 
 def _lane_macs(dut, lanes):
@@ -66,20 +75,20 @@ async def sweep(dut):
                       rec["cycles"], time.monotonic() - t0)
 
     for phase in ("fp", "bp"):
-        w = random_operand(rng, n, k, 0.0)
+        w = operand(rng, n, k, 0.0)
         mask = rng.random((m, n)) < 0.5 if phase == "bp" else None
         for i, s in enumerate(sparsities):
-            a = random_operand(rng, m, k, s)
+            a = operand(rng, m, k, s)
             await measure(phase, s, 0.0, a, w, mask, load_b=(i == 0))
     # WG operands are drawn directly in their re-blocked orientation (Co x S and K x S,
     # blocked along the S samples): re-quantizing random blocks with independent exponents
     # would flush most values and change the sparsity under test
     for s in sparsities:
-        await measure("wg", s, s, random_operand(rng, m, k, s), random_operand(rng, n, k, s),
+        await measure("wg", s, s, operand(rng, m, k, s), operand(rng, n, k, s),
                       None, load_b=True)
-    x = random_operand(rng, n, k, 0.0)
+    x = operand(rng, n, k, 0.0)
     for s in sparsities:
-        await measure("wg_a", s, 0.0, random_operand(rng, m, k, s), x, None,
+        await measure("wg_a", s, 0.0, operand(rng, m, k, s), x, None,
                       load_b=(s == sparsities[0]))
     with open(os.environ["BENCH_OUT"], "w") as f:
         json.dump(records, f, indent=1)
