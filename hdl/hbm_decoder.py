@@ -4,13 +4,18 @@ The reverse of :mod:`hdl.hbm_encoder` and ``golden.hbm.decode``: for each tensor
 ``cmd``: its number of blocks) the decoder takes beats up to and including the one with
 ``last`` and emits the tensor's blocks on ``o`` in order, all-zero blocks (``E = 0``) included.
 
-Bytes of a beat are those whose ``keep`` bit is set, in byte order (null bytes anywhere are
-skipped, as AXI4-Stream allows). They go into a 32-byte buffer; each cycle the decoder looks at
-the front of the buffer and emits one block if the bytes it needs are there: nothing for a
-block whose L1 bit is clear, 2 more for the L1 mask at the start of a superblock, ``3 + k``
-for a block with ``k`` nonzero mantissas (21 bytes at most). The buffer takes a beat whenever
-it has room for a full one, so the decoder keeps up with one block per cycle as long as the bus
-delivers the bytes (a 64-bit bus: 8 bytes per cycle).
+Input path. Beats enter a queue of ``fifo_depth`` beats, built as two queues written in turn
+so that the heads of both (two consecutive beats) can be read in one cycle. The kept bytes of a
+beat (``keep`` set; null bytes anywhere are skipped, as AXI4-Stream allows) are compacted and
+appended to a byte buffer of ``24 + 2 * bus_width / 8`` bytes, up to two beats per cycle.
+
+Decoding. Each cycle the decoder looks at the front of the buffer and emits one block if the
+bytes it needs are there: the 2 bytes of the L1 mask at the start of a superblock, nothing more
+for a block whose L1 bit is clear, ``3 + k`` for a block with ``k`` nonzero mantissas (21 bytes
+at most with the L1 mask). So a block costs one cycle or its bytes' share of the bus, whichever
+is more; the queue banks bus beats while runs of all-zero blocks (which need no bytes) go out,
+and the two-beats-per-cycle intake spends them afterwards, which brings clustered tensors close
+to the bus bound as well (measured in ``docs/architecture.md``).
 
 Errors are the ones ``golden.hbm.decode`` rejects, found in the same order (stream order) and
 reported as a :class:`DecodeError` on ``code``:
@@ -36,20 +41,29 @@ with ``last``, and is then ready for the next ``cmd``. ``code`` holds the result
 or most recent tensor until the next ``cmd`` is accepted; ``error`` is ``code != NONE``.
 Trailing-data errors are known only at ``last``. A tensor is finished when ``busy`` falls.
 
-Latency: a block whose bytes are in the buffer is on ``o`` the next cycle; a beat accepted in
-cycle ``n`` is in the buffer in cycle ``n + 1``.
+Latency: a beat accepted on ``i`` in cycle ``n`` can be read from the queue in cycle ``n + 2``
+and is in the byte buffer in cycle ``n + 3``; a block whose bytes are in the buffer is on ``o``
+the next cycle. Beats of the next tensor may enter the queue before its ``cmd``.
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .bfp_layouts import BFP_BLOCK, BLOCK, bus_beat, check_bus_width, popcount, prefix_counts
+from .bfp_layouts import (
+    BFP_BLOCK,
+    BLOCK,
+    bus_beat,
+    check_bus_width,
+    popcount,
+    prefix_counts,
+    reject,
+)
 
 __all__ = ["HBMDecoder", "DecodeError"]
 
 SUPERBLOCK = 16  #: blocks per superblock
-BUFFER_BYTES = 32  #: byte buffer: room for a 21-byte block plus a beat of up to 8 bytes
 MAX_PADDING = 7  #: zero bytes accepted after the last block (``golden.hbm.MAX_PADDING``)
 N_BLOCKS_W = 32  #: width of the per-tensor block count on ``cmd``
 
@@ -74,6 +88,8 @@ class HBMDecoder(wiring.Component):
     ----------
     bus_width : int
         Width of the input bus in bits: 32 or 64.
+    fifo_depth : int
+        Beats the input queue holds, an even number >= 2 (default 64).
 
     Attributes
     ----------
@@ -94,11 +110,19 @@ class HBMDecoder(wiring.Component):
     Raises
     ------
     ValueError
-        If ``bus_width`` is not 32 or 64.
+        If ``bus_width`` is not 32 or 64, or ``fifo_depth`` is not an even integer >= 2.
     """
 
-    def __init__(self, bus_width: int = 64):
-        self._bus_width = check_bus_width(bus_width)
+    def __init__(self, bus_width: int = 64, fifo_depth: int = 64):
+        try:
+            self._bus_width = check_bus_width(bus_width)
+        except ValueError as exc:
+            reject(self, exc)
+        if isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) \
+                or fifo_depth < 2 or fifo_depth % 2:
+            reject(self, ValueError(
+                f"FIFO depth must be an even integer >= 2, not {fifo_depth!r}"))
+        self._fifo_depth = fifo_depth
         super().__init__({
             "cmd": In(stream.Signature(unsigned(N_BLOCKS_W))),
             "i": In(stream.Signature(bus_beat(bus_width))),
@@ -112,48 +136,98 @@ class HBMDecoder(wiring.Component):
     def bus_width(self) -> int:
         return self._bus_width
 
+    @property
+    def fifo_depth(self) -> int:
+        return self._fifo_depth
+
     def elaborate(self, platform):
         m = Module()
         nb = self._bus_width // 8
+        cap = 24 + 2 * nb  # byte buffer size (see the module docstring)
 
-        buf = Signal(8 * BUFFER_BYTES)
-        cnt = Signal(range(BUFFER_BYTES + 1))
+        buf = Signal(8 * cap)
+        cnt = Signal(range(cap + 1))
         seen_last = Signal()  # the beat with last is in the buffer: no more bytes come
-        consumed = Signal(range(BUFFER_BYTES + 1))
+        consumed = Signal(range(cap + 1))
         running = Signal()  # a tensor's beats are being taken
 
-        # ---- input: compact the kept bytes of a beat and append them to the buffer
-        beat = self.i.payload
-        keep = beat.keep
-        before = prefix_counts(keep)
-        packed = []
-        for s in range(nb):
-            byte = Const(0, 8)
-            for k in range(s, nb):
-                byte = byte | Mux(keep[k] & (before[k] == s), beat.data[8 * k:8 * k + 8], 0)
-            packed.append(byte)
-        n_in = Signal(range(nb + 1))
-        base = Signal(range(BUFFER_BYTES + 1))
-        accept = Signal()
-        m.d.comb += [
-            n_in.eq(popcount(keep)),
-            self.i.ready.eq(running & ~seen_last & (cnt <= BUFFER_BYTES - nb)),
-            accept.eq(self.i.valid & self.i.ready),
-            base.eq(cnt - consumed),
-        ]
-        kept = buf >> (consumed * 8)
-        with m.If(accept):
-            m.d.sync += [
-                buf.eq(kept | (Cat(packed) << (base * 8))),
-                cnt.eq(base + n_in),
+        # ---- input: two beat queues written in turn, so that up to two beats (the heads of
+        # both) can enter the byte buffer in one cycle; each beat's kept bytes are compacted
+        layout = bus_beat(self._bus_width)
+        queues = []
+        for q in range(2):
+            fifo = SyncFIFOBuffered(width=layout.size, depth=self._fifo_depth // 2)
+            m.submodules[f"queue{q}"] = fifo
+            queues.append(fifo)
+        wsel = Signal()  # queue the next beat goes to
+        rsel = Signal()  # queue holding the oldest beat
+        for q, fifo in enumerate(queues):
+            m.d.comb += [
+                fifo.w_data.eq(self.i.payload),
+                fifo.w_en.eq(self.i.valid & (wsel == q)),
             ]
-            with m.If(beat.last):
-                m.d.sync += seen_last.eq(1)
+        m.d.comb += self.i.ready.eq(Mux(wsel, queues[1].w_rdy, queues[0].w_rdy))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += wsel.eq(~wsel)
+
+        def head(sel, name):
+            valid = Signal(name=f"{name}_valid")
+            beat = Signal(layout, name=f"{name}_beat")
+            m.d.comb += [
+                valid.eq(Mux(sel, queues[1].r_rdy, queues[0].r_rdy)),
+                beat.eq(Mux(sel, queues[1].r_data, queues[0].r_data)),
+            ]
+            return valid, beat
+
+        a_valid, a_beat = head(rsel, "a")  # the oldest beat
+        b_valid, b_beat = head(~rsel, "b")  # the one after it
+        take_a = Signal()
+        take_b = Signal()
+        m.d.comb += [
+            take_a.eq(a_valid & running & ~seen_last & (cnt <= cap - nb)),
+            take_b.eq(take_a & ~a_beat.last & b_valid & (cnt <= cap - 2 * nb)),
+        ]
+        for q, fifo in enumerate(queues):
+            m.d.comb += fifo.r_en.eq(Mux(rsel == q, take_a, take_b))
+        with m.If(take_a & ~take_b):
+            m.d.sync += rsel.eq(~rsel)
+
+        def compact(beat, name):
+            keep = beat.keep
+            before = prefix_counts(keep)
+            packed = []
+            for s in range(nb):
+                byte = Const(0, 8)
+                for k in range(s, nb):
+                    byte = byte | Mux(keep[k] & (before[k] == s), beat.data[8 * k:8 * k + 8], 0)
+                packed.append(byte)
+            bytes_ = Signal(8 * nb, name=f"{name}_bytes")
+            count = Signal(range(nb + 1), name=f"{name}_count")
+            m.d.comb += [bytes_.eq(Cat(packed)), count.eq(popcount(keep))]
+            return bytes_, count
+
+        a_bytes, a_n = compact(a_beat, "a")
+        b_bytes, b_n = compact(b_beat, "b")
+        base = Signal(range(cap + 1))
+        m.d.comb += base.eq(cnt - consumed)
+        kept = buf >> (consumed * 8)
+        with m.If(take_b):
+            m.d.sync += [
+                buf.eq(kept | (a_bytes << (base * 8)) | (b_bytes << ((base + a_n) * 8))),
+                cnt.eq(base + a_n + b_n),
+            ]
+        with m.Elif(take_a):
+            m.d.sync += [
+                buf.eq(kept | (a_bytes << (base * 8))),
+                cnt.eq(base + a_n),
+            ]
         with m.Else():
             m.d.sync += [
                 buf.eq(kept),
                 cnt.eq(base),
             ]
+        with m.If((take_a & a_beat.last) | (take_b & b_beat.last)):
+            m.d.sync += seen_last.eq(1)
 
         # ---- decode the front of the buffer
         def byte(k):

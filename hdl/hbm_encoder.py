@@ -12,10 +12,12 @@ encoder accepts exactly that many blocks on ``i`` for it.
 Structure:
 
 * **input side** (one block per cycle): the L2 mask and the *record* of a nonzero block
-  (``L2, E`` and its nonzero mantissas compacted to the front, zeros behind) go into a 32-deep
+  (``L2, E`` and its nonzero mantissas compacted to the front, zeros behind) go into a 64-deep
   record queue; all-zero blocks only set a bit of the L1 mask. When a superblock is complete
-  (16 blocks, or the tensor's last block) its L1 mask goes into a small L1 queue. The L1 mask
-  is known only at the end of a superblock, so up to a superblock of records waits here.
+  (16 blocks, or the tensor's last block) its L1 mask goes into a 16-deep L1 queue. The L1
+  mask is known only at the end of a superblock, so at least a superblock of records waits
+  here; the depth beyond that lets the input run ahead through runs of all-zero blocks while
+  the bus is still busy with the bytes of earlier dense blocks (clustered zeros).
 * **output side** (one *chunk* per cycle): a chunk is either an L1 mask together with the first
   record of its superblock (2 + 19 bytes at most), or one further record (19 bytes at most).
   A superblock with ``k`` nonzero blocks takes ``max(1, k)`` cycles, never more than the 16
@@ -30,8 +32,10 @@ Input blocks must be canonical BFP8 (what the converter and the filter produce):
 block has ``E = 0``, no mantissa is -128. The encoder does not check this; ``E`` of a nonzero
 block is copied as it is.
 
-Latency: the first beat of a superblock leaves 4 cycles after its last block was accepted
-(2 cycles through the queues, 1 into the buffer, 1 into the output register).
+Latency: the first beat of a superblock is valid on ``o`` 4 cycles after its last block was
+accepted (2 cycles through the queues, 1 into the buffer, 1 into the output register). A
+tensor's first block is accepted the cycle after its ``cmd`` word, so consecutive tensors are
+separated by one idle input cycle.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
@@ -39,14 +43,23 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .bfp_layouts import BFP_BLOCK, BLOCK, bus_beat, check_bus_width, popcount, prefix_counts
+from .bfp_layouts import (
+    BFP_BLOCK,
+    BLOCK,
+    bus_beat,
+    check_bus_width,
+    popcount,
+    prefix_counts,
+    reject,
+)
 
 __all__ = ["HBMEncoder"]
 
 SUPERBLOCK = 16  #: blocks per superblock (bits in an L1 mask)
 BUFFER_BYTES = 32  #: packer buffer: a 21-byte chunk plus a beat of up to 8 bytes must fit
-RECORD_DEPTH = 32  #: record queue: two superblocks of nonzero blocks
+RECORD_DEPTH = 64  #: record queue: four superblocks of nonzero blocks
 N_BLOCKS_W = 32  #: width of the per-tensor block count on ``cmd``
+L1_DEPTH = 16  #: L1 queue: superblocks the input side may run ahead of the output side
 
 _RECORD = data.StructLayout({
     "l2": unsigned(BLOCK),
@@ -88,7 +101,10 @@ class HBMEncoder(wiring.Component):
     """
 
     def __init__(self, bus_width: int = 64):
-        self._bus_width = check_bus_width(bus_width)
+        try:
+            self._bus_width = check_bus_width(bus_width)
+        except ValueError as exc:
+            reject(self, exc)
         super().__init__({
             "cmd": In(stream.Signature(unsigned(N_BLOCKS_W))),
             "i": In(stream.Signature(BFP_BLOCK)),
@@ -106,7 +122,7 @@ class HBMEncoder(wiring.Component):
 
         m.submodules.records = records = SyncFIFOBuffered(
             width=_RECORD.size, depth=RECORD_DEPTH)
-        m.submodules.l1s = l1s = SyncFIFOBuffered(width=_L1_ENTRY.size, depth=4)
+        m.submodules.l1s = l1s = SyncFIFOBuffered(width=_L1_ENTRY.size, depth=L1_DEPTH)
         rec_w = data.View(_RECORD, records.w_data)
         rec_r = data.View(_RECORD, records.r_data)
         l1_w = data.View(_L1_ENTRY, l1s.w_data)

@@ -30,7 +30,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .bfp_layouts import BFP_BLOCK, BLOCK, popcount
+from .bfp_layouts import BFP_BLOCK, BLOCK, popcount, reject
 
 __all__ = ["SparsityFilter"]
 
@@ -76,7 +76,8 @@ class SparsityFilter(wiring.Component):
     def __init__(self, count_w: int = COUNT_W):
         if isinstance(count_w, bool) or not isinstance(count_w, int) \
                 or not 1 <= count_w <= 64:
-            raise ValueError(f"Counter width must be an integer in [1, 64], not {count_w!r}")
+            reject(self, ValueError(
+                f"Counter width must be an integer in [1, 64], not {count_w!r}"))
         self._count_w = count_w
         super().__init__({
             "i": In(stream.Signature(BFP_BLOCK)),

@@ -231,7 +231,7 @@ def bfp_tensor(rng, n_blocks: int, sparsity: float, clustered: bool = False,
     n = n_blocks
     if clustered:
         # Runs of dead blocks of random length; live blocks carry density 0.5..1.
-        inner = float(rng.uniform(0.0, 0.5)) if sparsity < 1 else 1.0
+        inner = float(rng.uniform(0.0, min(0.5, sparsity))) if sparsity < 1 else 1.0
         dead_frac = 0.0 if inner >= 1 else max(0.0, 1 - (1 - sparsity) / (1 - inner))
         dead = np.zeros(n, dtype=bool)
         at = 0

@@ -28,10 +28,17 @@ def test_bus_width_is_validated(width):
         HBMDecoder(width)
 
 
+@pytest.mark.parametrize("depth", [0, 1, 3, -2, 4.0, "8", True, None])
+def test_fifo_depth_is_validated(depth):
+    with pytest.raises(ValueError, match=rf"^FIFO depth must be an even integer >= 2, not "
+                                         rf"{depth!r}$"):
+        HBMDecoder(64, depth)
+
+
 @pytest.mark.parametrize("width", [32, 64])
-def test_bus_width_property(width):
-    dut = HBMDecoder(width)
-    assert dut.bus_width == width
+def test_parameters_are_properties(width):
+    dut = HBMDecoder(width, 6)
+    assert (dut.bus_width, dut.fifo_depth) == (width, 6)
     Fragment.get(dut, None)
 
 
@@ -42,12 +49,13 @@ def test_error_codes_cover_golden_errors():
     assert names == {e.name for e in DecodeError}
 
 
-def run_decoder(cases, bus_width, rng, in_pacer=None, out_pacer=None, scatter=False):
+def run_decoder(cases, bus_width, rng, in_pacer=None, out_pacer=None, scatter=False,
+                fifo_depth=64):
     """Decode ``cases`` (list of ``(data, n_blocks)``) one after the other in one simulation.
 
     Returns a list of ``(code name, [(E, mantissas), ...])`` per case.
     """
-    dut = HBMDecoder(bus_width)
+    dut = HBMDecoder(bus_width, fifo_depth)
     taken = []
     results = []
 
@@ -112,11 +120,11 @@ def valid_tensors(rng):
     return out
 
 
-@pytest.mark.parametrize("bus_width", [32, 64])
-def test_valid_streams(rng, bus_width):
+@pytest.mark.parametrize("bus_width,fifo_depth", [(32, 64), (64, 64), (64, 2)])
+def test_valid_streams(rng, bus_width, fifo_depth):
     tensors = valid_tensors(rng)
     cases = [(golden.hbm.encode(e, m), len(e)) for e, m in tensors]
-    got = run_decoder(cases, bus_width, rng)
+    got = run_decoder(cases, bus_width, rng, fifo_depth=fifo_depth)
     for n, ((data, nblk), g) in enumerate(zip(cases, got, strict=True)):
         check_case(n, g, data, nblk)
 

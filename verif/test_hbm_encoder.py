@@ -101,6 +101,15 @@ def test_sparse_tensor_one_block_per_cycle(rng):
     assert cycles[-1] <= 256 + 8
 
 
+@pytest.mark.parametrize("n_blocks", [1, 16, 20])
+def test_latency(rng, n_blocks):
+    # cmd accepted in cycle 0, blocks in cycles 1..n; the first superblock's first beat is
+    # valid 4 cycles after the superblock's last block.
+    e, m = bfp_tensor(rng, n_blocks, 0.0)
+    _, cycles = run_encoder([(e, m)], 64)
+    assert cycles[0] == min(n_blocks, 16) + 4
+
+
 def test_dense_tensor_bus_bound(rng):
     # Dense blocks are 19 bytes: the 64-bit bus must be busy every cycle once it started.
     e, m = bfp_tensor(rng, 64, 0.0)
