@@ -33,8 +33,9 @@ Statistics (:func:`stats`), computed on the *unfiltered* tensor (the filter's in
 
 Controller (:class:`ThresholdController`), once per tensor, integer arithmetic only
     Target and aim are Q0.16 fractions. Feedback: if the statistics were measured with the
-    controller's current (nonzero) threshold, ``aim += (target - measured) >> gain_shift``
-    (``measured = (filtered_zeros << 16) // values``), clamped to ``target +- max_correction``.
+    threshold the controller chose (nonzero, or zero and the tensor ended below the target),
+    ``aim += (target - measured) >> gain_shift`` (``measured = (filtered_zeros << 16) //
+    values``), clamped to ``target +- max_correction``.
     Then ``need = ceil(aim * values / 2**16)`` elements must be zero: if ``zeros >= need`` the
     next threshold is 0; else the first bin ``i`` where ``zeros + hist[0..i]`` reaches ``need``
     is found in one pass over the counters, and within its octave the threshold's mantissa is
@@ -398,6 +399,7 @@ class ThresholdController:
         self._gain_shift = int(gain_shift)
         self._base = _check_base(base)
         self._threshold = Threshold(0, 0)
+        self._updated = False  # the threshold has been chosen by update() at least once
 
     @property
     def target(self) -> float:
@@ -433,9 +435,14 @@ class ThresholdController:
         v = stats.values
         if v == 0:
             return self._threshold
-        # 1. feedback from the sparsity measured with the threshold we set
-        if stats.threshold == self._threshold and self._threshold.tm != 0:
-            measured = (stats.filtered_zeros << TARGET_BITS) // v
+        updated, self._updated = self._updated, True
+        # 1. feedback from the sparsity measured with the threshold we set: always after a
+        # nonzero threshold; after a zero one we chose, only when it left the tensor short of
+        # the target (a tensor sparser than the target needs no correction, and taking one
+        # would wind the aim down while nothing is filtered)
+        measured = (stats.filtered_zeros << TARGET_BITS) // v
+        ours = stats.threshold == self._threshold and updated
+        if ours and (self._threshold.tm != 0 or measured < self._target):
             aim = self._aim + ((self._target - measured) >> self._gain_shift)
             lo = max(0, self._target - self._max_corr)
             hi = min(_ONE - 1, self._target + self._max_corr)

@@ -396,6 +396,27 @@ def test_controller_feedback_hand_derived():
     assert c.aim == (19661 + round(0.01 * 65536)) / 65536
 
 
+def test_controller_feedback_after_its_own_zero_threshold():
+    # target 0.5: a tensor 60% sparse by itself -> threshold 0 (chosen by the controller)
+    c = ThresholdController(0.5)
+    assert c.update(FilterStats(1000, 600, 600, _hist(b10=400))) == Threshold(0, 0)
+    # the next tensor, unfiltered with that 0, is only 40% sparse: the miss is fed back.
+    # Q0.16: target = 32768, measured = (400 << 16) // 1000 = 26214,
+    # aim = 32768 + ((32768 - 26214) >> 1) = 36045; need = ceil(36045 * 1000 / 65536) = 551;
+    # bin 10 (400 zeros below): tm = 128 + ((551 - 400) << 7) // 600 = 160, te = 109 + 10 - 7
+    assert c.update(FilterStats(1000, 400, 400, _hist(b10=600))) == Threshold(112, 160)
+    assert c.aim == 36045 / 65536
+    # a zero threshold that left the tensor sparser than the target: no correction (no windup)
+    c = ThresholdController(0.5)
+    c.update(FilterStats(1000, 600, 600, _hist(b10=400)))
+    c.update(FilterStats(1000, 900, 900, _hist(b10=100)))
+    assert c.aim == 0.5
+    # the initial zero threshold was not chosen by the controller: no feedback either
+    c = ThresholdController(0.5)
+    c.update(FilterStats(1000, 400, 400, _hist(b10=600)))
+    assert c.aim == 0.5
+
+
 def test_controller_end_bins_and_recentring():
     # quantile in bin 0 (at or below the base octave): drop all of bin 0, recentre
     c = ThresholdController(0.9)
