@@ -26,13 +26,15 @@ def format_table(rows, seed: int) -> str:
         f"HBM v1 codec throughput, blocks per cycle (seed {seed}, "
         f"{rows[0]['blocks'] if rows else 0} blocks per tensor, no back-pressure)",
         "",
-        "| bus | zeros | sparsity | bytes/block | bus bound | encoder | decoder | loopback |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| bus | zeros | sparsity | bytes/block | bus bound | per-block bound | encoder | "
+        "decoder | loopback |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
             f"| {r['bus_width']} | {r['pattern']} | {r['sparsity']:.3f} | "
-            f"{r['bytes_per_block']:.2f} | {r['bound']:.3f} | {r['encoder']:.3f} | "
+            f"{r['bytes_per_block']:.2f} | {r['bound']:.3f} | {r['per_block']:.3f} | "
+            f"{r['encoder']:.3f} | "
             f"{r['decoder']:.3f} | {r['loopback']:.3f} |")
     return "\n".join(out)
 

@@ -102,4 +102,5 @@ def test_verilator(seed):
 @pytest.mark.slow
 def test_verilator_long(seed):
     run_cocotb(BFPConverter(), name="bfp_converter", test_module="verif.cocotb.bfp_converter_tb",
-               test_id="bfp_converter_long", seed=seed, extra_env={"BLOCKS": 20000})
+               test_id="bfp_converter_long", seed=seed, extra_env={"BLOCKS": 20000},
+               build_args=["--output-split", "0"])

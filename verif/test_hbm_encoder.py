@@ -136,5 +136,5 @@ def test_verilator_long(seed, bus_width):
     run_cocotb(HBMEncoder(bus_width), name=f"hbm_encoder_{bus_width}",
                test_module="verif.cocotb.hbm_encoder_tb",
                test_id=f"hbm_encoder_{bus_width}_long", seed=seed,
-               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 60000},
+               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 20000},
                build_args=["--output-split", "0"])
