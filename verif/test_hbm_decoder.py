@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
+from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
 import golden.hbm
@@ -144,6 +144,38 @@ def test_malformed_streams_and_recovery(rng, bus_width):
     got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.3), Pacer(rng, 0.3), scatter=True)
     for n, ((data, nblk), g, (e, m, emitted)) in enumerate(zip(cases, got, meta, strict=True)):
         check_case(n, g, data, nblk, e, m, emitted)
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_latency(bus_width):
+    # A one-block tensor in one beat accepted in cycle 0: in the byte buffer in cycle 3, the
+    # block valid on o in cycle 4 (module docstring).
+    mant = np.zeros((1, 16), np.int8)
+    exp = np.zeros(1, np.uint8)
+    if bus_width == 64:  # a nonzero block needs 6 bytes: one beat only on the wide bus
+        mant[0, 3], exp[0] = 5, 130
+    data = golden.hbm.encode(exp, mant)
+    assert len(data) <= bus_width // 8
+    dut = HBMDecoder(bus_width)
+    seen = {}
+
+    async def tb(ctx):
+        await stream_put(ctx, dut.cmd, [1])
+        await stream_put(ctx, dut.i, [pack_beat(bus_width, *bytes_to_beats(data, bus_width)[0])])
+        cycle = 1
+        while not ctx.get(dut.o.valid):
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 20
+        seen["cycle"] = cycle
+        seen["block"] = unpack_bfp_block(ctx.get(Value.cast(dut.o.payload)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen["cycle"] == 4
+    assert seen["block"][0] == exp[0] and np.array_equal(seen["block"][1], mant[0])
 
 
 @pytest.mark.parametrize("bus_width", [32, 64])
