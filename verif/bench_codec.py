@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         part.unlink(missing_ok=True)
         run_cocotb(CodecLoopback(width), name=f"codec_loopback_{width}",
                    test_module="verif.cocotb.codec_bench_tb", test_id=f"bench_codec_{width}",
-                   seed=args.seed, build_args=["--output-split", "0"],
+                   seed=args.seed,
                    extra_env={"BUS_WIDTH": width, "BLOCKS": args.blocks,
                               "BENCH_OUT": part})
         rows += json.loads(part.read_text())

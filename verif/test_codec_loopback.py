@@ -58,7 +58,7 @@ def test_loopback_amaranth(rng, bus_width):
 def test_loopback_verilator(seed):
     run_cocotb(CodecLoopback(64), name="codec_loopback_64", test_module="verif.cocotb.codec_tb",
                test_id="codec_loopback_64", seed=seed,
-               extra_env={"BUS_WIDTH": 64, "BLOCKS": 1500}, build_args=["--output-split", "0"])
+               extra_env={"BUS_WIDTH": 64, "BLOCKS": 1500})
 
 
 @pytest.mark.cocotb
@@ -67,5 +67,4 @@ def test_loopback_verilator(seed):
 def test_loopback_verilator_long(seed, bus_width):
     run_cocotb(CodecLoopback(bus_width), name=f"codec_loopback_{bus_width}",
                test_module="verif.cocotb.codec_tb", test_id=f"codec_loopback_{bus_width}_long",
-               seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 40000},
-               build_args=["--output-split", "0"])
+               seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 40000})

@@ -198,8 +198,7 @@ def test_random_corruption(rng, bus_width):
 def test_verilator(seed, bus_width):
     run_cocotb(HBMDecoder(bus_width), name=f"hbm_decoder_{bus_width}",
                test_module="verif.cocotb.hbm_decoder_tb", test_id=f"hbm_decoder_{bus_width}",
-               seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 1500},
-               build_args=["--output-split", "0"])
+               seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 1500})
 
 
 @pytest.mark.cocotb
@@ -209,5 +208,4 @@ def test_verilator_long(seed, bus_width):
     run_cocotb(HBMDecoder(bus_width), name=f"hbm_decoder_{bus_width}",
                test_module="verif.cocotb.hbm_decoder_tb",
                test_id=f"hbm_decoder_{bus_width}_long", seed=seed,
-               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 20000},
-               build_args=["--output-split", "0"])
+               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 20000})

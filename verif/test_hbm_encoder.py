@@ -125,8 +125,7 @@ def test_dense_tensor_bus_bound(rng):
 def test_verilator(seed, bus_width):
     run_cocotb(HBMEncoder(bus_width), name=f"hbm_encoder_{bus_width}",
                test_module="verif.cocotb.hbm_encoder_tb", test_id=f"hbm_encoder_{bus_width}",
-               seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 3000},
-               build_args=["--output-split", "0"])
+               seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 3000})
 
 
 @pytest.mark.cocotb
@@ -136,5 +135,4 @@ def test_verilator_long(seed, bus_width):
     run_cocotb(HBMEncoder(bus_width), name=f"hbm_encoder_{bus_width}",
                test_module="verif.cocotb.hbm_encoder_tb",
                test_id=f"hbm_encoder_{bus_width}_long", seed=seed,
-               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 20000},
-               build_args=["--output-split", "0"])
+               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 20000})
