@@ -164,7 +164,7 @@ def test_one_block_per_cycle(rng):
 def test_verilator(seed):
     run_cocotb(SparsityFilter(), name="sparsity_filter",
                test_module="verif.cocotb.sparsity_filter_tb", test_id="sparsity_filter",
-               seed=seed, extra_env={"BLOCKS": 2000}, build_args=["--output-split", "0"])
+               seed=seed, extra_env={"BLOCKS": 2000})
 
 
 @pytest.mark.cocotb
@@ -172,4 +172,4 @@ def test_verilator(seed):
 def test_verilator_long(seed):
     run_cocotb(SparsityFilter(), name="sparsity_filter",
                test_module="verif.cocotb.sparsity_filter_tb", test_id="sparsity_filter_long",
-               seed=seed, extra_env={"BLOCKS": 40000}, build_args=["--output-split", "0"])
+               seed=seed, extra_env={"BLOCKS": 40000})
