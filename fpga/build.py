@@ -48,7 +48,9 @@ TARGETS = {
     },
     "ecp5-default": {
         "config": "default", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
-        "synth": "synth_ecp5 -top top -json top.json",
+        # -noabc9: this Yosys (0.70, YoWASP) fails an assertion in abc9's reintegration
+        # (rtlil.cc:3091, GetSize(conn.first) == GetSize(conn.second)) on the L=4 engine
+        "synth": "synth_ecp5 -noabc9 -top top -json top.json",
         "pnr": ["--85k", "--package", "CABGA381", "--textcfg", "top.config", "--freq", "50",
                 "--lpf-allow-unconstrained", "--timing-allow-fail"],
         "pack": ["top.config", "top.bit"],
