@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "train_report"
 OUT_MD = ROOT / "docs" / "results" / "training.md"
 SEEDS = (0, 1, 2)
-TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97)
+TARGETS = (0.5, 0.7, 0.8, 0.9, 0.92, 0.95, 0.97)
 MODELS = ("mlp", "cnn")
 PLACEMENTS = (  # (filter_at, mask_from, what it means)
     (("saved", "err"), "forward", "saved copy and errors filtered; relu' mask of BP from the "
@@ -339,28 +339,27 @@ def write_report(results, runs, quick: bool, out: Path = OUT_MD, wall: float | N
                 break
         rs = summary.get((model, "bfp8-ss"), [])
         if rs and _agg(rs, lambda r: r["interim_sparsity"])[0] < 0.9:
-            worst = min(rs[0]["tensors"], key=lambda t: t["sparsity"] if t["filter"] else 9)
+            filt = [(t["sparsity"], t["name"], t["natural_sparsity"]) for r in rs
+                    for t in r["tensors"] if t["filter"]]
+            lo, hi = min(filt), max(filt)
             notes.append(
                 f"`{model}` at target 0.9 falls short by "
-                f"{0.9 - _agg(rs, lambda r: r['interim_sparsity'])[0]:.4f}; its lowest tensor "
-                f"(seed {rs[0]['config']['seed']}) is `{worst['name']}`, "
-                f"{_pct(worst['sparsity'])}% stored with {_pct(worst['natural_sparsity'])}% "
-                f"natural.")
+                f"{0.9 - _agg(rs, lambda r: r['interim_sparsity'])[0]:.4f}: over its seeds the "
+                f"filtered tensors end between {lo[0]:.4f} (`{lo[1]}`, {_pct(lo[2])}% sparse "
+                f"before the filter) and {hi[0]:.4f} (`{hi[1]}`).")
     slow = max((r["seconds"] for r in results.values()), default=0.0)
     checks.append(("all", "one digits run in under 5 minutes on 2 cores",
                    f"slowest run {slow:.0f} s (with {jobs} runs in parallel)",
                    "yes" if slow < 300 else "**no**"))
     md += [_table(["model", "target", "measured", "met"], checks), ""]
     if notes:
-        md += [" ".join(notes) + " Why: the lowest layer's error is already sparse before its "
-               "filter (the samples whose whole error was filtered in the layer above come "
-               "down as zero rows), and its sparsity swings around the target from step to "
-               "step. After a step where it was sparse enough, the controller returns "
-               "threshold 0, and `ThresholdController.update` applies its feedback only when "
-               "the threshold was nonzero, so the unfiltered steps that follow (below the "
-               "target) are never corrected and pull the mean down. The other tensors sit "
-               "within 0.003 of the target. A higher target buys the missing sparsity (rows "
-               "above), so the trade-off is set by the target, not by a limit of the method.",
+        md += [" ".join(notes) + " The controller steers every tensor toward the target as a "
+               "set point, from the statistics of the previous step; the errors, whose "
+               "sparsity swings most from step to step (the lowest layer's error is already "
+               "sparse by itself: samples whose whole error was filtered in the layer above "
+               "come down as zero rows), end a little below it, while the activations sit on "
+               "it. The target is therefore not a floor: a mean at or above 0.9 needs a "
+               "slightly higher set point, and the sweep shows what that costs (rows above).",
                ""]
 
     # Sweep
@@ -423,9 +422,11 @@ def write_report(results, runs, quick: bool, out: Path = OUT_MD, wall: float | N
            "(both operands nonzero).", "",
            _table(["model", "layer", "phase", "dense MMAC", "bfp8 nonzero %",
                    "bfp8-ss nonzero %"], rows), ""]
-    if wall is not None:
-        md += [f"Sweep: {len(runs)} runs; this invocation took {wall:.0f} s with {jobs} "
-               f"worker(s) (cached runs are not re-run).", ""]
+    total = sum(r["seconds"] for r in results.values())
+    md += [f"Sweep: {len(runs)} runs taking {total:.0f} s in total (run times measured with "
+           f"{jobs} runs in parallel on the shared 2-core machine)"
+           + (f"; this invocation took {wall:.0f} s (cached runs are not re-run)."
+              if wall is not None else "."), ""]
     text = "\n".join(md)
     out.write_text(text)
     return text

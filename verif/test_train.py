@@ -179,4 +179,4 @@ def test_report_from_small_runs(tmp_path):
     assert "| mlp | 0.50 |" in md and "| mlp | 0.90 |" in md
     assert "Quick mode" in md
     full = train_report.plan()
-    assert len(full) == len({train_report._key(c) for c in full}) == 84
+    assert len(full) == len({train_report._key(c) for c in full}) == 90
