@@ -48,9 +48,12 @@ TARGETS = {
     },
     "ecp5-default": {
         "config": "default", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
-        # -noabc9: this Yosys (0.70, YoWASP) fails an assertion in abc9's reintegration
-        # (rtlil.cc:3091, GetSize(conn.first) == GetSize(conn.second)) on the L=4 engine
-        "synth": "synth_ecp5 -noabc9 -top top -json top.json",
+        # synth_ecp5's LUT mapping step (abc9) is replaced by the classic `abc -lut 4:7`:
+        # this Yosys (0.70, YoWASP) fails an assertion in abc9's reintegration (rtlil.cc:3091,
+        # GetSize(conn.first) == GetSize(conn.second)) on the L=4 engine
+        "synth": "synth_ecp5 -top top -run begin:map_luts; "
+                 "techmap -map +/lattice/latches_map.v; abc -lut 4:7; clean; "
+                 "synth_ecp5 -top top -run map_cells:edif; write_json top.json",
         "pnr": ["--85k", "--package", "CABGA381", "--textcfg", "top.config", "--freq", "50",
                 "--lpf-allow-unconstrained", "--timing-allow-fail"],
         "pack": ["top.config", "top.bit"],

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = get_config(args.config)
     tile = args.tile or f"{cfg.max_m}x{cfg.max_n}x{cfg.max_k}"
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     raw = out / f"engine_raw_{cfg.name}.json"
     if not args.summarize_only:
