@@ -359,7 +359,12 @@ class ThresholdController:
     gain_shift : int
         Feedback gain ``2**-gain_shift`` (0..8): 1 halves the remaining error each step.
     max_correction : float
-        Bound on ``|aim - target|`` the feedback may build up, in (0, 1).
+        Bound on ``|aim - setpoint|`` the feedback may build up, in (0, 1).
+    margin : float
+        The controller regulates the filtered sparsity to the *setpoint* ``target + margin``
+        (``margin >= 0``, ``target + margin < 1``). With 0 the target is a set point: the mean
+        sparsity settles on it, a little above or below. A small margin makes it a floor for
+        tensors whose sparsity swings from step to step (``docs/numerics.md``).
 
     Attributes
     ----------
@@ -380,7 +385,7 @@ class ThresholdController:
     """
 
     def __init__(self, target, base: int = DEFAULT_BASE, gain_shift: int = 1,
-                 max_correction: float = 0.25):
+                 max_correction: float = 0.25, margin: float = 0.0):
         if isinstance(target, bool) or not isinstance(target, (int, float, np.integer,
                                                                np.floating)):
             raise TypeError(f"Target sparsity must be a real number, not {target!r}")
@@ -393,7 +398,12 @@ class ThresholdController:
                 max_correction, (int, float, np.integer, np.floating)) \
                 or not 0 < max_correction < 1:
             raise ValueError(f"Maximum correction must be in (0, 1), not {max_correction!r}")
-        self._target = min(round(float(target) * _ONE), _ONE - 1)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float, np.integer,
+                                                               np.floating)) \
+                or not (margin >= 0 and target + margin < 1):
+            raise ValueError(f"Margin must be >= 0 with target + margin < 1, not {margin!r}")
+        self._requested = min(round(float(target) * _ONE), _ONE - 1)
+        self._target = min(round(float(target + margin) * _ONE), _ONE - 1)  # the setpoint
         self._aim = self._target
         self._max_corr = max(1, round(float(max_correction) * _ONE))
         self._gain_shift = int(gain_shift)
@@ -404,6 +414,11 @@ class ThresholdController:
     @property
     def target(self) -> float:
         """The target sparsity as held (Q0.16)."""
+        return self._requested / _ONE
+
+    @property
+    def setpoint(self) -> float:
+        """``target + margin`` as held (Q0.16): what the feedback regulates to."""
         return self._target / _ONE
 
     @property

@@ -74,7 +74,8 @@ MODELS = ("mlp", "cnn")
 PLACES = ("fwd", "saved", "err")
 DEFAULT_FILTER_AT = ("saved", "err")
 DEFAULTS = dict(dataset="digits", data_dir=None, limit_train=None, limit_test=None, model="mlp",
-                mode="bfp8", target_sparsity=0.9, filter_at=DEFAULT_FILTER_AT,
+                mode="bfp8", target_sparsity=0.9, controller_margin=0.004,
+                filter_at=DEFAULT_FILTER_AT,
                 mask_from="forward", epochs=20, batch=32, lr=0.05, momentum=0.9,
                 weight_decay=5e-4, seed=0, hidden=(128, 64))
 
@@ -120,6 +121,10 @@ def _check_config(cfg: dict) -> dict:
     ts = c["target_sparsity"]
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 <= ts < 1:
         raise ValueError(f"target_sparsity must be in [0, 1), not {ts!r}")
+    cm = c["controller_margin"]
+    if isinstance(cm, bool) or not isinstance(cm, (int, float)) or not 0 <= cm < 1 - ts:
+        raise ValueError(f"controller_margin must be >= 0 with target_sparsity + margin < 1, "
+                         f"not {cm!r}")
     for key in ("lr", "momentum", "weight_decay"):
         v = c[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
@@ -160,9 +165,11 @@ class _Interim:
         if self.filtering:
             for i in range(len(names)):
                 if self.act_filtered:
-                    self.ctrl[(i, "act")] = sparsity.ThresholdController(cfg["target_sparsity"])
+                    self.ctrl[(i, "act")] = sparsity.ThresholdController(
+                        cfg["target_sparsity"], margin=cfg["controller_margin"])
                 if self.err_filtered:
-                    self.ctrl[(i, "err")] = sparsity.ThresholdController(cfg["target_sparsity"])
+                    self.ctrl[(i, "err")] = sparsity.ThresholdController(
+                        cfg["target_sparsity"], margin=cfg["controller_margin"])
         self.detail = False  # byte counts (last epoch)
         self.trace = None  # list of dump records at the dump step
         self.reset()
@@ -487,6 +494,9 @@ def _parser():
     p.add_argument("--model", choices=MODELS, default=DEFAULTS["model"])
     p.add_argument("--mode", choices=MODES, default=DEFAULTS["mode"])
     p.add_argument("--target-sparsity", type=float, default=DEFAULTS["target_sparsity"])
+    p.add_argument("--controller-margin", type=float, default=DEFAULTS["controller_margin"],
+                   help="the controllers regulate to target + margin, so that the mean "
+                        "sparsity reaches the target (default %(default)s)")
     p.add_argument("--filter-at", default=",".join(DEFAULT_FILTER_AT),
                    help=f"where the filter acts (bfp8-ss): comma list of {', '.join(PLACES)}")
     p.add_argument("--mask-from", choices=("saved", "forward"), default=DEFAULTS["mask_from"],
@@ -517,7 +527,7 @@ def main(argv=None) -> int:
         p.error(f"--hidden must be a comma list of integers, not {a.hidden!r}")
     cfg = dict(dataset=a.dataset, data_dir=a.data_dir, limit_train=a.limit_train,
                limit_test=a.limit_test, model=a.model, mode=a.mode,
-               target_sparsity=a.target_sparsity,
+               target_sparsity=a.target_sparsity, controller_margin=a.controller_margin,
                filter_at=tuple(s.strip() for s in a.filter_at.split(",")),
                mask_from=a.mask_from, epochs=a.epochs,
                batch=a.batch, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,

@@ -461,8 +461,8 @@ def _stream(rng, signed, n=128, c=128):
         yield quantize(x * 2.0 ** -8)
 
 
-def _run_controller(rng, target, steps=12, use_base=True, scale_stream=None):
-    ctl = ThresholdController(target)
+def _run_controller(rng, target, steps=12, use_base=True, scale_stream=None, margin=0.0):
+    ctl = ThresholdController(target, margin=margin)
     measured, thresholds = [], []
     stream = scale_stream if scale_stream is not None else _stream(rng, target < 0.6)
     for _ in range(steps):
@@ -540,6 +540,24 @@ def test_controller_parameters_and_validation():
         ThresholdController(0.5, base=256)
     with pytest.raises(TypeError, match=r"^Expected FilterStats, not dict$"):
         c.update({})
+    for bad in (-0.01, 0.1, True):
+        with pytest.raises(ValueError, match=r"^Margin must be >= 0 with target \+ margin < 1, "):
+            ThresholdController(0.9, margin=bad)
+
+
+def test_controller_margin_moves_the_setpoint():
+    # the same statistics as test_controller_hand_derived_update, target 0.25 + margin 0.05:
+    # setpoint round(0.3 * 2**16) -> the same threshold as target 0.3 without a margin
+    st = FilterStats(1000, 100, 100, _hist(b5=400, b6=500), base=100)
+    c = ThresholdController(0.25, margin=0.05)
+    assert c.update(st) == Threshold(98, 192)
+    assert c.target == round(0.25 * 65536) / 65536
+    assert c.setpoint == round(0.3 * 65536) / 65536
+
+
+def test_controller_margin_makes_the_target_a_floor(rng):
+    measured, _ = _run_controller(rng, 0.9, steps=12, margin=0.01)
+    assert measured[4:].mean() >= 0.9, measured
 
 
 def re_escape(v) -> str:

@@ -144,6 +144,8 @@ def test_option_errors(tmp_path, capsys):
         train.main(["--mode", "fp16"])
     bad = [(dict(epochs=0), "epochs must be a positive integer, not 0"),
            (dict(target_sparsity=1.0), r"target_sparsity must be in \[0, 1\), not 1.0"),
+           (dict(target_sparsity=0.999, controller_margin=0.004),
+            r"controller_margin must be >= 0 with target_sparsity \+ margin < 1, not 0.004"),
            (dict(filter_at=("fwd", "act")), "filter_at must be a non-empty set of"),
            (dict(filter_at=()), "filter_at must be a non-empty set of"),
            (dict(hidden=(100,)), "hidden sizes must be positive multiples of 16"),
