@@ -10,7 +10,9 @@ cocotb): :mod:`hdl.output_path`.
   order (the engine finishes tasks out of order);
 * :func:`expected` is the contract for one drain: the HBM v1 bytes of the (ReLU'd) tile's
   BFP8 conversion, of its filtered copy, the statistics, or the RAW records;
-* :class:`Packer` packs the payloads with the component's own layouts (field offsets).
+* :class:`Packer` packs the payloads with the component's own layouts (field offsets);
+* :class:`Bench` drives the component in the Amaranth simulator (:func:`run_scenario` checks a
+  whole scenario against the golden model).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from amaranth.hdl import Value
+from amaranth.sim import Simulator
 
 import golden.hbm
 from golden.gemm import Accumulator, matmul
@@ -25,12 +29,19 @@ from golden.sparsity import Threshold, filter, stats
 from hdl.bfp_layouts import BLOCK
 from hdl.config import EngineConfig
 from hdl.engine_lane import out_layout
-from hdl.output_path import Op, carry_addr_layout, carry_data_layout, cmd_layout
+from hdl.output_path import (
+    Op,
+    OutputPath,
+    Status,
+    carry_addr_layout,
+    carry_data_layout,
+    cmd_layout,
+)
 from verif.engine_model import random_operand
-from verif.streams import acc_edge_cases, acc_random
+from verif.streams import Pacer, acc_edge_cases, acc_random, beats_to_bytes, unpack_beat
 
-__all__ = ["Drain", "Packer", "random_tile", "task_beats", "expected", "raw_bytes",
-           "StatsModel", "random_drain", "scenario"]
+__all__ = ["Drain", "Packer", "random_tile", "task_beats", "padded", "expected", "raw_bytes",
+           "StatsModel", "random_drain", "scenario", "Bench", "check_drain", "run_scenario"]
 
 
 @dataclasses.dataclass
@@ -155,7 +166,7 @@ def task_beats(cfg: EngineConfig, acc: Accumulator, rng=None) -> list[tuple]:
     return beats
 
 
-def _padded(acc: Accumulator, relu: bool) -> Accumulator:
+def padded(acc: Accumulator, relu: bool) -> Accumulator:
     if relu:
         acc = acc.relu()
     m, n = acc.shape
@@ -186,7 +197,7 @@ def expected(acc: Accumulator, d: Drain) -> dict:
     """
     if d.raw:
         return {"fwd": raw_bytes(acc, d.relu), "filt": None, "stats": None}
-    bfp = _padded(acc, d.relu).to_bfp()
+    bfp = padded(acc, d.relu).to_bfp()
     thr = Threshold(d.te, d.tm)
     exps = bfp.exponents.reshape(-1)
     mants = bfp.mantissas.reshape(-1, BLOCK)
@@ -225,7 +236,7 @@ def random_drain(rng, acc: Accumulator, m: int, n: int) -> Drain:
     mode = rng.random()
     raw = mode < 0.15
     fwd, filt = [(True, True), (False, True), (True, False)][int(rng.integers(0, 3))]
-    bfp = _padded(Accumulator(acc.mant[:m, :n], acc.exp[:m, :n]), False).to_bfp()
+    bfp = padded(Accumulator(acc.mant[:m, :n], acc.exp[:m, :n]), False).to_bfp()
     live = bfp.exponents[bfp.exponents != 0]
     centre = int(rng.choice(live)) if live.size else 127
     return Drain(m=m, n=n, relu=bool(rng.random() < 0.5), raw=raw, fwd=fwd, filt=filt,
@@ -264,3 +275,145 @@ def scenario(rng, cfg: EngineConfig, tiles: int, kinds=None):
         if rng.random() < 0.1:
             steps.append(("clear",))
     return steps
+
+
+# -- Amaranth-simulator driver ------------------------------------------------------------------
+
+class Bench:
+    """Drives one OutputPath in the Amaranth simulator, cycle by cycle, in one testbench.
+
+    Beats go in with random bubbles, both outputs see random back-pressure; every output is
+    checked for the stream rule (a beat offered and not taken stays the same until taken).
+    """
+
+    def __init__(self, cfg, bus_width, rng, in_prob=0.0, out_prob=0.0):
+        self.cfg = cfg
+        self.bw = bus_width
+        self.dut = OutputPath(cfg, bus_width)
+        self.pk = Packer(cfg)
+        self.rng = rng
+        self.in_pacer = Pacer(rng, in_prob)
+        probs = out_prob if isinstance(out_prob, tuple) else (out_prob, out_prob)
+        self.out_pacers = tuple(Pacer(rng, p, burst=True) for p in probs)
+        self.cycle = 0
+        self._pending = [None, None]
+
+    async def tick(self, ctx, ready=(0, 0)):
+        """One cycle; returns the beats taken on (o_fwd, o_filt) and the sampled done."""
+        dut = self.dut
+        ctx.set(dut.o_fwd.ready, ready[0])
+        ctx.set(dut.o_filt.ready, ready[1])
+        _, _, vf, pf, vs, ps, done = await ctx.tick().sample(
+            dut.o_fwd.valid, Value.cast(dut.o_fwd.payload),
+            dut.o_filt.valid, Value.cast(dut.o_filt.payload), dut.done)
+        self.cycle += 1
+        taken = []
+        for k, (v, p) in enumerate(((vf, pf), (vs, ps))):
+            if self._pending[k] is not None:
+                assert v and p == self._pending[k], "output changed before it was taken"
+            self._pending[k] = p if v and not ready[k] else None
+            taken.append(p if v and ready[k] else None)
+        return taken, done
+
+    async def write_beats(self, ctx, beats):
+        dut = self.dut
+        for beat in beats:
+            while self.in_pacer.stall():
+                ctx.set(dut.i.valid, 0)
+                await self.tick(ctx)
+            ctx.set(dut.i.valid, 1)
+            ctx.set(Value.cast(dut.i.payload), self.pk.beat(*beat))
+            assert ctx.get(dut.i.ready), "input not ready"
+            await self.tick(ctx)
+        ctx.set(dut.i.valid, 0)
+
+    async def command(self, ctx, d: Drain, timeout=20_000):
+        """Issue ``d``; collect both outputs until done. Returns a result dict."""
+        dut = self.dut
+        ctx.set(dut.cmd.valid, 1)
+        ctx.set(Value.cast(dut.cmd.payload), self.pk.command(d))
+        start = self.cycle
+        packets = [[], []]
+        first = [None, None]
+        accepted = None
+        while True:
+            if accepted is None and ctx.get(dut.cmd.ready):
+                accepted = self.cycle
+            ready = tuple(int(not p.stall()) for p in self.out_pacers)
+            taken, done = await self.tick(ctx, ready)
+            if accepted is not None:
+                ctx.set(dut.cmd.valid, 0)
+            for k in range(2):
+                if taken[k] is not None:
+                    if first[k] is None:
+                        first[k] = self.cycle - 1 - accepted
+                    packets[k].append(unpack_beat(self.bw, taken[k]))
+            if done:
+                break
+            assert self.cycle - start < timeout, f"command {d} did not finish"
+        out = {"status": Status(ctx.get(dut.status)), "cycles": ctx.get(dut.cycles),
+               "wait": accepted - start, "first": first, "done_at": self.cycle - 1 - accepted}
+        assert out["cycles"] == out["done_at"], (out["cycles"], out["done_at"])
+        for k, name in enumerate(("fwd", "filt")):
+            out[name] = None
+            if packets[k]:
+                assert packets[k][-1][2] == 1 and all(b[2] == 0 for b in packets[k][:-1]), \
+                    f"{name}: last must be set on the final beat only"
+                out[name] = beats_to_bytes(packets[k], self.bw)
+                out[name + "_beats"] = len(packets[k])
+        out["stats"] = {"values": ctx.get(dut.values), "zeros": ctx.get(dut.zeros),
+                        "filtered_zeros": ctx.get(dut.filtered_zeros),
+                        "hist": [ctx.get(dut.hist[k]) for k in range(32)]}
+        # nothing more may come after done
+        for _ in range(3):
+            taken, done = await self.tick(ctx, (1, 1))
+            assert taken == [None, None] and not done, "output after done"
+        assert not ctx.get(dut.busy)
+        return out
+
+    def run(self, body):
+        sim = Simulator(self.dut)
+        sim.add_clock(1e-8)
+
+        async def tb(ctx):
+            await body(ctx)
+
+        sim.add_testbench(tb)
+        sim.run()
+
+
+def check_drain(n, d, acc, got, model: StatsModel):
+    """Compare one drain's outputs with the golden model; update the statistics model."""
+    assert got["status"] == Status.OK, f"step {n}: status {got['status']}"
+    want = expected(acc, d)
+    if d.clear_stats:
+        model.clear()
+    if want["stats"] is not None:
+        model.add(want["stats"])
+    for name in ("fwd", "filt"):
+        size = [None if v is None else len(v) for v in (got[name], want[name])]
+        assert got[name] == want[name], \
+            f"step {n} {d}: {name} bytes differ (got {size[0]}, want {size[1]} bytes)"
+    assert got["stats"] == model.as_dict(), f"step {n} {d}: statistics"
+
+
+def run_scenario(cfg, bus_width, rng, steps, in_prob=0.0, out_prob=0.0):
+    bench = Bench(cfg, bus_width, rng, in_prob, out_prob)
+    model = StatsModel()
+    results = []
+
+    async def body(ctx):
+        for n, step in enumerate(steps):
+            if step[0] == "tile":
+                await bench.write_beats(ctx, step[2])
+            elif step[0] == "clear":
+                got = await bench.command(ctx, Drain(op="CLEAR_STATS"))
+                model.clear()
+                assert got["status"] == Status.OK and got["stats"] == model.as_dict()
+            else:
+                got = await bench.command(ctx, step[1])
+                check_drain(n, step[1], step[2], got, model)
+                results.append(got)
+
+    bench.run(body)
+    return results
