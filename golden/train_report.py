@@ -202,8 +202,8 @@ def _plots(results, targets, out_dir: Path, default):
                 m, lo, hi = _agg(rs, lambda r, w=what: r[w])
                 xs.append(100 * t)
                 ms.append(100 * m)
-                los.append(100 * (m - lo))
-                his.append(100 * (hi - m))
+                los.append(max(0.0, 100 * (m - lo)))
+                his.append(max(0.0, 100 * (hi - m)))
             ax.errorbar(xs, ms, yerr=[los, his], marker="o", capsize=3, label="bfp8-ss")
             if what == "interim_sparsity":
                 nat = [100 * _agg(_select(results, model=model, mode="bfp8-ss",
@@ -267,7 +267,9 @@ def write_report(results, runs, quick: bool, out: Path = OUT_MD, wall: float | N
         "every MAC of FP, BP and WG is `golden.gemm.matmul` on BFP8 operands; the weights are "
         "updated in an FP32 master copy. `bfp8-ss` filters "
         f"`{','.join(default[0])}` (mask from the {default[1]} copy; see the placement study) "
-        "with one `golden.sparsity.ThresholdController` per layer and tensor kind.",
+        "with one `golden.sparsity.ThresholdController` per layer and tensor kind, regulating "
+        f"to the target + {DEFAULTS['controller_margin']} (`--controller-margin`, so that the "
+        "target is a floor for the mean sparsity; `docs/numerics.md`).",
         "",
         "Columns: accuracy = test accuracy in %, mean over seeds (min-max); sparsity = "
         "`interim_sparsity`, the element-weighted sparsity over the last epoch of the interim "
