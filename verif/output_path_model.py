@@ -327,11 +327,18 @@ class Bench:
             await self.tick(ctx)
         ctx.set(dut.i.valid, 0)
 
-    async def command(self, ctx, d: Drain, timeout=20_000):
-        """Issue ``d``; collect both outputs until done. Returns a result dict."""
+    async def command(self, ctx, d: Drain, timeout=20_000, beat=None):
+        """Issue ``d``; collect both outputs until done. Returns a result dict.
+
+        ``beat``: an input beat written in the command's first cycle (the path is idle then,
+        so that is the cycle the command is accepted in).
+        """
         dut = self.dut
         ctx.set(dut.cmd.valid, 1)
         ctx.set(Value.cast(dut.cmd.payload), self.pk.command(d))
+        if beat is not None:
+            ctx.set(dut.i.valid, 1)
+            ctx.set(Value.cast(dut.i.payload), self.pk.beat(*beat))
         start = self.cycle
         packets = [[], []]
         first = [None, None]
@@ -343,6 +350,7 @@ class Bench:
             taken, done = await self.tick(ctx, ready)
             if accepted is not None:
                 ctx.set(dut.cmd.valid, 0)
+                ctx.set(dut.i.valid, 0)
             for k in range(2):
                 if taken[k] is not None:
                     if first[k] is None:

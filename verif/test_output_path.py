@@ -130,6 +130,24 @@ def test_edge_tiles(rng):
         run_scenario(cfg, bw, rng, steps)
 
 
+def test_drain_accepted_with_the_last_beat(rng):
+    """The engine's last beat and the DRAIN in the same cycle: the beat is in the tensor."""
+    for cfg in (TINY, SMALL):
+        bench = Bench(cfg, 64, rng)
+        acc = random_tile(rng, cfg.max_m, cfg.max_n, "gemm")
+        beats = task_beats(cfg, acc, rng)
+        beats.sort(key=lambda b: b[:2] == (0, 0))  # (0, 0) last: it is read first
+        d = Drain(m=cfg.max_m, n=cfg.max_n, fwd=True, filt=True, te=127, tm=150,
+                  clear_stats=True)
+
+        async def body(ctx, bench=bench, beats=beats, d=d, acc=acc):
+            await bench.write_beats(ctx, beats[:-1])
+            got = await bench.command(ctx, d, beat=beats[-1])
+            check_drain(0, d, acc, got, StatsModel())
+
+        bench.run(body)
+
+
 def test_statistics_accumulate_and_clear(rng):
     """Statistics add up over drains without clear_stats, restart with it or CLEAR_STATS; a
     RAW drain leaves them alone; a drain with filt = 0 still counts (its filtered copy is
