@@ -64,15 +64,17 @@ FIELDS = (
     ("mask_addr", 32, "BP mask: HBM v1 stream of the saved activations (m x n)"),
     ("mask_len", 24, "BP mask: stream bytes"),
     ("tau_te", 8, "filter threshold exponent register"),
-    ("out_addr", 32, "output HBM v1 stream (or RAW accumulators)"),
-    ("out_cap", 24, "output capacity in bytes"),
+    ("out_addr", 32, "forward copy: unfiltered HBM v1 stream (or RAW accumulators)"),
+    ("out_cap", 24, "forward copy: capacity in bytes (0: not written)"),
     ("tau_tm", 8, "filter threshold mantissa register"),
     ("stats_addr", 32, "where the statistics record goes at FLUSH (0: nowhere)"),
     ("hist_base", 8, "histogram base register"),
     ("lr", 24, "UPDATE: learning rate, Q0.24"),
     ("momentum", 16, "UPDATE: momentum, Q0.16"),
     ("weight_decay", 16, "UPDATE: weight decay, Q0.16"),
-    ("reserved", 96, "zero"),
+    ("filt_addr", 32, "filtered copy: HBM v1 stream after the sparsity filter"),
+    ("filt_cap", 24, "filtered copy: capacity in bytes (0: not written)"),
+    ("reserved", 40, "zero"),
 )
 
 _OFFSETS = {}
