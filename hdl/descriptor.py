@@ -43,8 +43,7 @@ class Flag(enum.IntFlag):
     B_REBLOCK = 1 << 4  #: WG: B goes through the transposer
     CARRY = 1 << 5  #: start from the accumulators of the previous GEMM (K split over tiles)
     KEEP = 1 << 6  #: leave the accumulators for a following CARRY tile: no output
-    FLUSH = 1 << 7  #: after this tile, encode the row buffer and write it to out_addr
-    RAW = 1 << 8  #: write the accumulators themselves (8 bytes each: S, ea) instead of BFP8
+    RAW = 1 << 7  #: write the accumulators themselves (8 bytes each: S, ea) instead of BFP8
 
 
 #: (name, bits, description): packed LSB first in this order.
@@ -57,17 +56,17 @@ FIELDS = (
     ("kblocks", 16, "K / 16, the reduction length in blocks"),
     ("a_addr", 32, "A: HBM v1 stream"),
     ("a_len", 24, "A: stream bytes"),
-    ("out_col", 8, "first block column of this tile in the row buffer"),
+    ("reserved0", 8, "zero"),
     ("b_addr", 32, "B: HBM v1 stream"),
     ("b_len", 24, "B: stream bytes"),
-    ("out_cblocks", 8, "blocks per row of the row buffer written at FLUSH"),
+    ("reserved1", 8, "zero"),
     ("mask_addr", 32, "BP mask: HBM v1 stream of the saved activations (m x n)"),
     ("mask_len", 24, "BP mask: stream bytes"),
     ("tau_te", 8, "filter threshold exponent register"),
     ("out_addr", 32, "forward copy: unfiltered HBM v1 stream (or RAW accumulators)"),
     ("out_cap", 24, "forward copy: capacity in bytes (0: not written)"),
     ("tau_tm", 8, "filter threshold mantissa register"),
-    ("stats_addr", 32, "where the statistics record goes at FLUSH (0: nowhere)"),
+    ("stats_addr", 32, "where the statistics record goes after the output (0: nowhere)"),
     ("hist_base", 8, "histogram base register"),
     ("lr", 24, "UPDATE: learning rate, Q0.24"),
     ("momentum", 16, "UPDATE: momentum, Q0.16"),

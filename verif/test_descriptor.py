@@ -6,7 +6,7 @@ from hdl.descriptor import DESC_BYTES, FIELDS, Flag, Op, layout, pack, unpack
 
 
 def test_pack_unpack_round_trip():
-    d = dict(op=Op.GEMM, phase=2, flags=Flag.RELU | Flag.FLUSH, m=64, n=48, kblocks=16,
+    d = dict(op=Op.GEMM, phase=2, flags=Flag.RELU | Flag.RAW, m=64, n=48, kblocks=16,
              a_addr=0x1000_0000, a_len=0xABCDEF, b_addr=8, out_addr=0xFFFF_FFF8,
              out_cap=(1 << 24) - 1, tau_te=200, tau_tm=255, lr=123456)
     raw = pack(**d)
