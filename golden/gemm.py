@@ -114,7 +114,8 @@ def _asr(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.right_shift(x, np.minimum(d, 63))
 
 
-def matmul(a: BFPTensor, b: BFPTensor, out_mask=None, chunk: int = 1 << 22) -> Accumulator:
+def matmul(a: BFPTensor, b: BFPTensor, out_mask=None, chunk: int = 1 << 22, *,
+           init: Accumulator | None = None) -> Accumulator:
     """``C = A @ B.T`` with the hardware's accumulation rule (module docstring).
 
     Parameters
@@ -127,6 +128,12 @@ def matmul(a: BFPTensor, b: BFPTensor, out_mask=None, chunk: int = 1 << 22) -> A
         M x N; outputs where it is False are not computed (they stay in the reset state).
     chunk : int
         Upper bound on ``n_blocks * M * N`` partials held in memory at once.
+    init : Accumulator, optional
+        M x N starting state of the accumulators (default: the reset state ``S = 0, ea = 0``).
+        The partials of ``A`` and ``B`` join it in ascending block order, so splitting ``K``
+        into segments and passing each segment's result as the next one's ``init`` gives
+        exactly the accumulators of one call over the whole ``K`` (the engine's carry).
+        Outputs outside ``out_mask`` keep their ``init`` state.
     """
     _check_operands(a, b)
     m, n = a.shape[0], b.shape[0]
@@ -135,8 +142,16 @@ def matmul(a: BFPTensor, b: BFPTensor, out_mask=None, chunk: int = 1 << 22) -> A
         out_mask = np.asarray(out_mask, dtype=bool)
         if out_mask.shape != (m, n):
             raise ValueError(f"Output mask has shape {out_mask.shape}, expected {(m, n)}")
-    acc = np.zeros((m, n), dtype=np.int64)
-    ea = np.zeros((m, n), dtype=np.int64)
+    if init is None:
+        acc = np.zeros((m, n), dtype=np.int64)
+        ea = np.zeros((m, n), dtype=np.int64)
+    else:
+        if not isinstance(init, Accumulator):
+            raise TypeError(f"init must be an Accumulator, not {type(init).__name__}")
+        if init.shape != (m, n) or init.exp.shape != (m, n):
+            raise ValueError(f"init has shape {init.shape}, expected {(m, n)}")
+        acc = np.array(init.mant, dtype=np.int64)
+        ea = np.array(init.exp, dtype=np.int64)
     # float64 products and sums of 16 are exact (|p| < 2**18); BLAS does the integer work.
     ma = a.blocks().astype(np.float64).transpose(1, 0, 2)  # nb, M, 16
     mb = b.blocks().astype(np.float64).transpose(1, 2, 0)  # nb, 16, N
