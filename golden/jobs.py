@@ -251,11 +251,14 @@ class JobResult:
     records : list of StatsRecord
         One per completed GEMM descriptor, in order (written to DRAM only where
         ``stats_addr != 0``).
+    completed : int
+        Descriptors run to their end, NOPs included (the ``done_count`` register).
     """
     code: ErrorCode
     index: int
     detail: str = ""
     records: list = field(default_factory=list)
+    completed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -413,15 +416,15 @@ class _Executor:
                 rec = self.descriptor(i, desc_base + i * DESC_BYTES)
             except _Fail as f:
                 self.pending = None
-                return JobResult(f.code, i, f.detail, records)
+                return JobResult(f.code, i, f.detail, records, i)
             if rec is not None:
                 records.append(rec)
         if self.pending is not None:
             idx = self.pending[0]
             self.pending = None
             return JobResult(ErrorCode.BAD_CHAIN, idx,
-                             f"the job ends with descriptor {idx}'s KEEP pending", records)
-        return JobResult(ErrorCode.OK, count, "", records)
+                             f"the job ends with descriptor {idx}'s KEEP pending", records, count)
+        return JobResult(ErrorCode.OK, count, "", records, count)
 
     def descriptor(self, index, at):
         self._region("descriptor", at, DESC_BYTES)
