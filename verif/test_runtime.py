@@ -152,7 +152,7 @@ def _golden_setup(sizes, target, seed):
     return model, interim, c
 
 
-@pytest.mark.parametrize("config,steps", [("small", 3), ("tiny", 2)])
+@pytest.mark.parametrize("config,steps", [("small", 3), ("tiny", 2), ("default", 2)])
 def test_mlp_training_steps_bit_exact(config, steps, seed):
     sizes, batch = (64, 128, 64, 10), 32
     rng = np.random.default_rng(seed)
