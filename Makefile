@@ -56,7 +56,7 @@ fpga: $(FPGA_STAMP) ## synthesize, place and route (build/fpga/<target>/)
 	  $(RUN) -m fpga.build $(if $(TARGET),--target $(TARGET))
 
 lint: $(STAMP) ## ruff over the Python sources
-	$(VENV)/bin/ruff check hdl golden verif fpga
+	$(VENV)/bin/ruff check hdl golden verif fpga runtime
 
 clean: ## remove build outputs (keeps .venv; rm -rf .venv to start over)
 	rm -rf $(BUILD) .pytest_cache .hypothesis
