@@ -55,7 +55,9 @@ TARGETS = {
                  "techmap -map +/lattice/latches_map.v; abc -lut 4:7; clean; "
                  "synth_ecp5 -top top -run map_cells:edif; write_json top.json",
         "pnr": ["--85k", "--package", "CABGA381", "--textcfg", "top.config", "--freq", "50",
-                "--lpf-allow-unconstrained", "--timing-allow-fail"],
+                "--lpf-allow-unconstrained", "--timing-allow-fail",
+                # router1 did not converge in 35 minutes on this design (congestion)
+                "--router", "router2"],
         "pack": ["top.config", "top.bit"],
         "cells": {"luts": ["LUT4"], "ffs": ["TRELLIS_FF"], "dsps": ["MULT18X18D"],
                   "brams": ["DP16KD"], "lutram": ["TRELLIS_DPR16X4"], "carry": ["CCU2C"]},
