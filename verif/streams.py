@@ -43,6 +43,7 @@ __all__ = [
     "Pacer",
     "stream_put",
     "stream_get",
+    "stream_through",
     "stream_get_packets",
 ]
 
@@ -554,3 +555,40 @@ async def stream_get_packets(ctx, port, packets: int, pacer: Pacer | None = None
         cycle += 1
     ctx.set(port.ready, 0)
     return out, cycles
+
+
+async def stream_through(ctx, i_port, o_port, words, count: int, in_pacer=None,
+                         out_pacer=None, idle_limit: int = 1000):
+    """Feed ``words`` into ``i_port`` while taking ``count`` words from ``o_port``, one loop.
+
+    For units whose output can start before their input has ended (so that ``stream_put`` and
+    ``stream_get`` cannot run one after the other). Returns ``(words_out, cycles)``: the
+    payloads taken, the cycle (from the call) at which each was taken, and as third element
+    the number of cycles the loop ran. Fails after ``idle_limit`` cycles with no transfer on
+    either side.
+    """
+    pending = list(words)
+    out, cycles = [], []
+    cycle = idle = 0
+    while len(out) < count or pending:
+        offer = bool(pending) and not (in_pacer is not None and in_pacer.stall())
+        ctx.set(i_port.valid, int(offer))
+        if offer:
+            ctx.set(Value.cast(i_port.payload), pending[0])
+        ready = not (out_pacer is not None and out_pacer.stall())
+        ctx.set(o_port.ready, int(ready))
+        _, _, i_ready, o_valid, payload = await ctx.tick().sample(
+            i_port.ready, o_port.valid, Value.cast(o_port.payload))
+        moved = False
+        if offer and i_ready:
+            pending.pop(0)
+            moved = True
+        if o_valid and ready:
+            out.append(payload)
+            cycles.append(cycle)
+            moved = True
+        idle = 0 if moved else idle + 1
+        assert idle < idle_limit, f"stuck: {len(out)}/{count} out, {len(pending)} to send"
+        cycle += 1
+    ctx.set(i_port.valid, 0)
+    return out, cycles, cycle

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from hdl.block_adapter import BlockAdapter, MaskAdapter, mask_word_layout
 from hdl.engine_load import beat_layout
-from verif.streams import Pacer, bfp_tensor, pack_bfp_block
+from verif.streams import Pacer, bfp_tensor, pack_bfp_block, stream_through
 
 
 def model_block_stream(exp, mant, kblocks):
@@ -47,29 +47,9 @@ def _run(dut, blocks, kblocks, count, rng, bubbles, stall):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        pending = [pack_bfp_block(e, m) for e, m in blocks]
-        in_pacer, out_pacer = Pacer(rng, bubbles), Pacer(rng, stall)
-        out, cycles = [], []
-        cycle = idle = 0
-        while len(out) < count or pending:
-            offer = bool(pending) and not in_pacer.stall()
-            ctx.set(dut.i.valid, int(offer))
-            if offer:
-                ctx.set(dut.i.payload.as_value(), pending[0])
-            ready = not out_pacer.stall()
-            ctx.set(dut.o.ready, int(ready))
-            _, _, i_ready, o_valid, payload = await ctx.tick().sample(
-                dut.i.ready, dut.o.valid, dut.o.payload.as_value())
-            if offer and i_ready:
-                pending.pop(0)
-            if o_valid and ready:
-                out.append(payload)
-                cycles.append(cycle)
-                idle = 0
-            else:
-                idle += 1
-                assert idle < 1000, f"stuck: {len(out)}/{count} out, {len(pending)} to send"
-            cycle += 1
+        words = [pack_bfp_block(e, m) for e, m in blocks]
+        out, cycles, _ = await stream_through(ctx, dut.i, dut.o, words, count,
+                                              Pacer(rng, bubbles), Pacer(rng, stall))
         for _ in range(20):  # nothing more may come out
             ctx.set(dut.o.ready, 1)
             _, _, o_valid = await ctx.tick().sample(dut.o.valid)

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from golden.bfp import BFPTensor
 from golden.gemm import pad_to, reblock
 from hdl.transposer import Transposer
-from verif.streams import Pacer, bfp_tensor, pack_bfp_block, unpack_bfp_block
+from verif.streams import Pacer, bfp_tensor, pack_bfp_block, stream_through, unpack_bfp_block
 
 
 def run_transposer(dut, tiles, rng, bubbles=0.0, stall=0.0):
@@ -30,26 +30,9 @@ def run_transposer(dut, tiles, rng, bubbles=0.0, stall=0.0):
             pending = [pack_bfp_block(exp[n, cb], mant[n, 16 * cb:16 * cb + 16])
                        for n in range(rows) for cb in range(cblocks)]
             want = 16 * cblocks * -(-rows // 16)
-            out, idle, cycles = [], 0, 0
-            while pending or len(out) < want:
-                cycles += 1
-                offer = bool(pending) and not in_pacer.stall()
-                ctx.set(dut.i.valid, int(offer))
-                if offer:
-                    ctx.set(dut.i.payload.as_value(), pending[0])
-                ready = not out_pacer.stall()
-                ctx.set(dut.o.ready, int(ready))
-                _, _, i_ready, o_valid, word = await ctx.tick().sample(
-                    dut.i.ready, dut.o.valid, dut.o.payload.as_value())
-                if offer and i_ready:
-                    pending.pop(0)
-                    idle = 0
-                if o_valid and ready:
-                    out.append(unpack_bfp_block(word))
-                    idle = 0
-                elif not (offer and i_ready):
-                    idle += 1
-                    assert idle < 200, f"stuck with {len(out)}/{want} blocks out"
+            words, _, cycles = await stream_through(ctx, dut.i, dut.o, pending, want, in_pacer,
+                                                    out_pacer, idle_limit=200)
+            out = [unpack_bfp_block(w) for w in words]
             ctx.set(dut.i.valid, 0)
             ctx.set(dut.o.ready, 1)
             for _ in range(8):
