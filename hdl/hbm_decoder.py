@@ -4,18 +4,21 @@ The reverse of :mod:`hdl.hbm_encoder` and ``golden.hbm.decode``: for each tensor
 ``cmd``: its number of blocks) the decoder takes beats up to and including the one with
 ``last`` and emits the tensor's blocks on ``o`` in order, all-zero blocks (``E = 0``) included.
 
-Input path. Beats enter a queue of ``fifo_depth`` beats, built as two queues written in turn
-so that the heads of both (two consecutive beats) can be read in one cycle. The kept bytes of a
-beat (``keep`` set; null bytes anywhere are skipped, as AXI4-Stream allows) are compacted and
-appended to a byte buffer of ``24 + 2 * bus_width / 8`` bytes, up to two beats per cycle.
+Input path. The kept bytes of a beat (``keep`` set; null bytes anywhere are skipped, as
+AXI4-Stream allows) are compacted on the way in, and the beat enters a queue of ``fifo_depth``
+beats, built as ``16 / (bus_width / 8)`` queues written in turn (4 on a 32-bit bus, 2 on a
+64-bit bus) so that their heads, as many consecutive beats, can be read in one cycle. Up to that
+many beats (16 bytes) per cycle are appended to a byte buffer of 40 bytes, room for a whole
+block (21 bytes at most) and a full intake.
 
 Decoding. Each cycle the decoder looks at the front of the buffer and emits one block if the
 bytes it needs are there: the 2 bytes of the L1 mask at the start of a superblock, nothing more
 for a block whose L1 bit is clear, ``3 + k`` for a block with ``k`` nonzero mantissas (21 bytes
 at most with the L1 mask). So a block costs one cycle or its bytes' share of the bus, whichever
 is more; the queue banks bus beats while runs of all-zero blocks (which need no bytes) go out,
-and the two-beats-per-cycle intake spends them afterwards, which brings clustered tensors close
-to the bus bound as well (measured in ``docs/architecture.md``).
+and the 16-bytes-per-cycle intake, about one live block, spends them afterwards, which brings
+clustered tensors close to the bus bound as well, up to the queue's depth (measured in
+``docs/architecture.md``).
 
 Errors are the ones ``golden.hbm.decode`` rejects, found in the same order (stream order) and
 reported as a :class:`DecodeError` on ``code``:
@@ -47,7 +50,7 @@ the next cycle. Beats of the next tensor may enter the queue before its ``cmd``.
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -66,6 +69,8 @@ __all__ = ["HBMDecoder", "DecodeError"]
 SUPERBLOCK = 16  #: blocks per superblock
 MAX_PADDING = 7  #: zero bytes accepted after the last block (``golden.hbm.MAX_PADDING``)
 N_BLOCKS_W = 32  #: width of the per-tensor block count on ``cmd``
+INTAKE = 16  #: bytes the byte buffer can take from the input queue per cycle
+CAPACITY = 40  #: byte buffer size: a whole block (21 bytes) and a full intake fit in it
 
 
 class DecodeError(enum.Enum, shape=4):
@@ -89,7 +94,9 @@ class HBMDecoder(wiring.Component):
     bus_width : int
         Width of the input bus in bits: 32 or 64.
     fifo_depth : int
-        Beats the input queue holds, an even number >= 2 (default 64).
+        Beats the input queue holds, an even number >= 2 (default 64). The queue is
+        ``16 / (bus_width / 8)`` queues of ``fifo_depth`` divided by that, rounded up; a count
+        of the beats held keeps the total at ``fifo_depth``.
 
     Attributes
     ----------
@@ -143,7 +150,8 @@ class HBMDecoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         nb = self._bus_width // 8
-        cap = 24 + 2 * nb  # byte buffer size (see the module docstring)
+        lanes = INTAKE // nb  # beats the byte buffer can take per cycle
+        cap = CAPACITY  # byte buffer size (see the module docstring)
 
         buf = Signal(8 * cap)
         cnt = Signal(range(cap + 1))
@@ -151,83 +159,100 @@ class HBMDecoder(wiring.Component):
         consumed = Signal(range(cap + 1))
         running = Signal()  # a tensor's beats are being taken
 
-        # ---- input: two beat queues written in turn, so that up to two beats (the heads of
-        # both) can enter the byte buffer in one cycle; each beat's kept bytes are compacted
-        layout = bus_beat(self._bus_width)
+        # ---- input: each beat's kept bytes are compacted on the way in; `lanes` beat queues
+        # written in turn, so that up to `lanes` consecutive beats (the heads of all queues)
+        # can enter the byte buffer in one cycle
+        layout = data.StructLayout({
+            "bytes": unsigned(8 * nb),  # the kept bytes, from byte 0
+            "count": range(nb + 1),  # how many
+            "last": unsigned(1),
+        })
+        keep = self.i.payload.keep
+        before = prefix_counts(keep)
+        packed = []
+        for s in range(nb):
+            byte_s = Const(0, 8)
+            for k in range(s, nb):
+                byte_s = byte_s | Mux(keep[k] & (before[k] == s),
+                                      self.i.payload.data[8 * k:8 * k + 8], 0)
+            packed.append(byte_s)
+        entry = Signal(layout)
+        m.d.comb += [
+            entry.bytes.eq(Cat(packed)),
+            entry.count.eq(popcount(keep)),
+            entry.last.eq(self.i.payload.last),
+        ]
         queues = []
-        for q in range(2):
-            fifo = SyncFIFOBuffered(width=layout.size, depth=self._fifo_depth // 2)
+        for q in range(lanes):
+            fifo = SyncFIFOBuffered(width=layout.size, depth=-(-self._fifo_depth // lanes))
             m.submodules[f"queue{q}"] = fifo
             queues.append(fifo)
-        wsel = Signal()  # queue the next beat goes to
-        rsel = Signal()  # queue holding the oldest beat
+        wsel = Signal(range(lanes))  # queue the next beat goes to
+        rsel = Signal(range(lanes))  # queue holding the oldest beat
+        room = Const(1)
+        if self._fifo_depth % lanes:
+            # the queues hold more than fifo_depth beats together: count the beats held
+            level = Signal(range(self._fifo_depth + 1))
+            room = level < self._fifo_depth
+        m.d.comb += self.i.ready.eq(Array(q.w_rdy for q in queues)[wsel] & room)
+        accepted = self.i.valid & self.i.ready
         for q, fifo in enumerate(queues):
             m.d.comb += [
-                fifo.w_data.eq(self.i.payload),
-                fifo.w_en.eq(self.i.valid & (wsel == q)),
+                fifo.w_data.eq(entry),
+                fifo.w_en.eq(accepted & (wsel == q)),
             ]
-        m.d.comb += self.i.ready.eq(Mux(wsel, queues[1].w_rdy, queues[0].w_rdy))
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += wsel.eq(~wsel)
+        with m.If(accepted):
+            m.d.sync += wsel.eq(wsel + 1)
 
-        def head(sel, name):
-            valid = Signal(name=f"{name}_valid")
-            beat = Signal(layout, name=f"{name}_beat")
-            m.d.comb += [
-                valid.eq(Mux(sel, queues[1].r_rdy, queues[0].r_rdy)),
-                beat.eq(Mux(sel, queues[1].r_data, queues[0].r_data)),
-            ]
-            return valid, beat
-
-        a_valid, a_beat = head(rsel, "a")  # the oldest beat
-        b_valid, b_beat = head(~rsel, "b")  # the one after it
-        take_a = Signal()
-        take_b = Signal()
+        # the queues' heads rotated so that lane k holds the k-th oldest beat
+        heads = Signal(lanes * layout.size)
+        heads_valid = Signal(lanes)
         m.d.comb += [
-            take_a.eq(a_valid & running & ~seen_last & (cnt <= cap - nb)),
-            take_b.eq(take_a & ~a_beat.last & b_valid & (cnt <= cap - 2 * nb)),
+            heads.eq(Cat(*(q.r_data for q in queues), *(q.r_data for q in queues))
+                     >> (rsel * layout.size)),
+            heads_valid.eq(Cat(*(q.r_rdy for q in queues), *(q.r_rdy for q in queues))
+                           >> rsel),
         ]
+        take, lasts = [], []
+        in_bytes = Const(0, 8 * INTAKE)  # the bytes of the beats taken, in order
+        in_n = Const(0, range(INTAKE + 1))  # how many
+        for k in range(lanes):  # lane k: the k-th oldest beat
+            valid = heads_valid[k]
+            beat = Signal(layout, name=f"lane{k}_beat")
+            t = Signal(name=f"lane{k}_take")
+            m.d.comb += beat.eq(heads[k * layout.size:(k + 1) * layout.size])
+            if k == 0:
+                m.d.comb += t.eq(valid & running & ~seen_last & (cnt <= cap - nb))
+            else:
+                m.d.comb += t.eq(take[k - 1] & ~lasts[k - 1] & valid
+                                 & (cnt <= cap - (k + 1) * nb))
+            acc_bytes = Signal(8 * INTAKE, name=f"lane{k}_acc_bytes")
+            acc_n = Signal(range(INTAKE + 1), name=f"lane{k}_acc_n")
+            m.d.comb += [
+                acc_bytes.eq(in_bytes | (Mux(t, beat.bytes, 0) << (in_n * 8))),
+                acc_n.eq(in_n + Mux(t, beat.count, 0)),
+            ]
+            in_bytes, in_n = acc_bytes, acc_n
+            with m.If(t & beat.last):
+                m.d.sync += seen_last.eq(1)
+            take.append(t)
+            lasts.append(beat.last)
+        n_taken = Signal(range(lanes + 1))
+        m.d.comb += n_taken.eq(popcount(take))
+        take_q = Signal(lanes)  # take rotated back: by queue
+        m.d.comb += take_q.eq(Cat(*take, *take) >> (lanes - rsel).as_unsigned())
         for q, fifo in enumerate(queues):
-            m.d.comb += fifo.r_en.eq(Mux(rsel == q, take_a, take_b))
-        with m.If(take_a & ~take_b):
-            m.d.sync += rsel.eq(~rsel)
+            m.d.comb += fifo.r_en.eq(take_q[q])
+        m.d.sync += rsel.eq(rsel + n_taken)
+        if self._fifo_depth % lanes:
+            m.d.sync += level.eq(level + accepted - n_taken)
 
-        def compact(beat, name):
-            keep = beat.keep
-            before = prefix_counts(keep)
-            packed = []
-            for s in range(nb):
-                byte = Const(0, 8)
-                for k in range(s, nb):
-                    byte = byte | Mux(keep[k] & (before[k] == s), beat.data[8 * k:8 * k + 8], 0)
-                packed.append(byte)
-            bytes_ = Signal(8 * nb, name=f"{name}_bytes")
-            count = Signal(range(nb + 1), name=f"{name}_count")
-            m.d.comb += [bytes_.eq(Cat(packed)), count.eq(popcount(keep))]
-            return bytes_, count
-
-        a_bytes, a_n = compact(a_beat, "a")
-        b_bytes, b_n = compact(b_beat, "b")
         base = Signal(range(cap + 1))
         m.d.comb += base.eq(cnt - consumed)
-        kept = buf >> (consumed * 8)
-        with m.If(take_b):
-            m.d.sync += [
-                buf.eq(kept | (a_bytes << (base * 8)) | (b_bytes << ((base + a_n) * 8))),
-                cnt.eq(base + a_n + b_n),
-            ]
-        with m.Elif(take_a):
-            m.d.sync += [
-                buf.eq(kept | (a_bytes << (base * 8))),
-                cnt.eq(base + a_n),
-            ]
-        with m.Else():
-            m.d.sync += [
-                buf.eq(kept),
-                cnt.eq(base),
-            ]
-        with m.If((take_a & a_beat.last) | (take_b & b_beat.last)):
-            m.d.sync += seen_last.eq(1)
+        m.d.sync += [
+            buf.eq((buf >> (consumed * 8)) | (in_bytes << (base * 8))),
+            cnt.eq(base + in_n),
+        ]
 
         # ---- decode the front of the buffer
         def byte(k):

@@ -178,6 +178,104 @@ def test_latency(bus_width):
     assert seen["block"][0] == exp[0] and np.array_equal(seen["block"][1], mant[0])
 
 
+@pytest.mark.parametrize("bus_width,fifo_depth", [(32, 64), (32, 6), (64, 2)])
+def test_queue_holds_fifo_depth_beats(rng, bus_width, fifo_depth):
+    # Before its cmd no beat leaves the queue: it takes exactly fifo_depth beats of a longer
+    # stream while the source waits, and the tensor decodes once the cmd comes.
+    exp, mant = bfp_tensor(rng, 40, 0.3)
+    data = golden.hbm.encode(exp, mant)
+    beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
+    assert len(beats) > fifo_depth + 1
+    dut = HBMDecoder(bus_width, fifo_depth)
+    held = {}
+
+    async def cmd(ctx):
+        for _ in range(fifo_depth + 10):
+            await ctx.tick()
+        held["count"] = len(held["taken"])
+        await stream_put(ctx, dut.cmd, [len(exp)])
+
+    limit = fifo_depth + 10 + 4 * len(beats) + 100  # cycles: never hangs
+
+    async def source(ctx):
+        held["taken"] = []
+        for _ in range(limit):
+            if len(held["taken"]) == len(beats):
+                break
+            ctx.set(dut.i.valid, 1)
+            ctx.set(Value.cast(dut.i.payload), beats[len(held["taken"])])
+            _, _, ready = await ctx.tick().sample(dut.i.ready)
+            if ready:
+                held["taken"].append(beats[len(held["taken"])])
+        ctx.set(dut.i.valid, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(cmd)
+    sim.add_testbench(source)
+    blocks = []
+
+    async def sink(ctx):
+        ctx.set(dut.o.ready, 1)
+        for _ in range(limit):
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid,
+                                                           dut.o.payload.as_value())
+            if valid:
+                blocks.append(unpack_bfp_block(payload))
+            if len(blocks) == len(exp) and not ctx.get(dut.busy):
+                break
+        held["code"] = DecodeError(ctx.get(dut.code)).name
+
+    sim.add_testbench(sink)
+    sim.run()
+    assert held["count"] == fifo_depth
+    assert len(held["taken"]) == len(beats)
+    assert held["code"] == "NONE"
+    assert len(blocks) == len(exp)
+    for b, (e, m) in enumerate(blocks):
+        assert e == exp[b] and np.array_equal(m, mant[b]), f"block {b}"
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_intake_takes_16_bytes_per_cycle(bus_width):
+    # 16 blocks of 12 nonzeros (15 bytes each, 242 with the L1 mask) banked in the queue before
+    # the cmd: the buffer takes 16 bytes a cycle whatever the bus width, so the blocks leave at
+    # one per cycle after the first (2 + 15 bytes, then 15 per cycle against 16 taken); a
+    # two-beat intake on the 32-bit bus (8 bytes a cycle) would need about 30 cycles.
+    mant = np.zeros((16, 16), np.int8)
+    mant[:, :12] = np.arange(1, 13)
+    exp = np.full(16, 100, np.uint8)
+    data = golden.hbm.encode(exp, mant)
+    assert len(data) == 242
+    beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
+    assert len(beats) <= 64  # all fit in the default queue
+    dut = HBMDecoder(bus_width)
+    seen = []
+
+    async def tb(ctx):
+        await stream_put(ctx, dut.i, beats)  # the queue takes beats before the cmd
+        for _ in range(4):
+            await ctx.tick()
+        await stream_put(ctx, dut.cmd, [16])
+        cycle = 0
+        while len(seen) < 16:
+            ctx.set(dut.o.ready, 1)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload.as_value())
+            cycle += 1
+            if valid:
+                seen.append((cycle, unpack_bfp_block(payload)))
+            assert cycle < 100
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    cycles = [c for c, _ in seen]
+    assert cycles == list(range(cycles[0], cycles[0] + 16)), cycles  # one block every cycle
+    for b, (_, (e, m)) in enumerate(seen):
+        assert e == exp[b] and np.array_equal(m, mant[b]), f"block {b}"
+
+
 @pytest.mark.parametrize("bus_width", [32, 64])
 def test_random_corruption(rng, bus_width):
     # Random byte flips: whatever golden says (often still a valid stream), the RTL says too.
