@@ -94,7 +94,8 @@ class HBMDecoder(wiring.Component):
     bus_width : int
         Width of the input bus in bits: 32 or 64.
     fifo_depth : int
-        Beats the input queue holds, an even number >= 2 (default 64). The queue is
+        Beats the input queue holds, an even number >= 2 (default 256: enough to bank the
+        bytes that arrive during long runs of empty blocks on a 32-bit bus). The queue is
         ``16 / (bus_width / 8)`` queues of ``fifo_depth`` divided by that, rounded up; a count
         of the beats held keeps the total at ``fifo_depth``.
 
@@ -120,7 +121,7 @@ class HBMDecoder(wiring.Component):
         If ``bus_width`` is not 32 or 64, or ``fifo_depth`` is not an even integer >= 2.
     """
 
-    def __init__(self, bus_width: int = 64, fifo_depth: int = 64):
+    def __init__(self, bus_width: int = 64, fifo_depth: int = 256):
         try:
             self._bus_width = check_bus_width(bus_width)
         except ValueError as exc:
