@@ -188,10 +188,10 @@ class RegisterMap:
         top = max(r.offset for r in self.registers) + 4
         return 1 << (top - 1).bit_length()
 
-    def markdown(self) -> str:
-        """The register documentation (``docs/registers.md``)."""
+    def markdown(self, source: str = "the register map") -> str:
+        """The register documentation (``docs/registers.md``); ``source`` names the generator."""
         lines = [f"# {self.name}", "",
-                 "Generated from `hdl/regmap.py` by `python -m hdl.regmap`; do not edit.", "",
+                 f"Generated from {source}; do not edit.", "",
                  "Access: `rw` read/write, `ro` read-only, `w1p` write 1 to pulse (reads 0), "
                  "`w1c` sticky, write 1 to clear.", "",
                  "| offset | register | bits | field | access | reset | description |",

@@ -1,7 +1,8 @@
 """The job control registers of the accelerator top, defined once (``hdl.regmap``).
 
 The sequencer's CSR block is built from :data:`JOB_REGS`, the driver reads and writes its
-fields by name, and ``docs/registers.md`` can be generated from it (``JOB_REGS.markdown()``).
+fields by name, and ``docs/registers.md`` is generated from it: ``python -m runtime.regs``
+(a test checks that the file is up to date).
 
 Protocol (``docs/system.md``, "Job semantics"): the host writes ``dram_size`` once, then per
 job ``desc_base`` and ``desc_count`` and ``ctrl.start``. ``status.busy`` is high until the job
@@ -13,7 +14,7 @@ descriptors completed. A ``start`` while busy is ignored and sets ``status.overr
 
 from hdl.regmap import Field, Register, RegisterMap
 
-__all__ = ["JOB_REGS"]
+__all__ = ["JOB_REGS", "DOC", "registers_markdown"]
 
 JOB_REGS = RegisterMap("Accelerator job registers", [
     Register("ctrl", 0x00, [Field("start", 1, "w1p", "start the job at desc_base")],
@@ -40,3 +41,24 @@ JOB_REGS = RegisterMap("Accelerator job registers", [
                                         "descriptors completed by the last job")],
              "progress"),
 ])
+
+
+DOC = "docs/registers.md"  #: where the generated documentation lives (repository-relative)
+
+
+def registers_markdown() -> str:
+    """The text of ``docs/registers.md``: the job registers, then the descriptor layout."""
+    from hdl import descriptor
+
+    return (JOB_REGS.markdown("`runtime/regs.py` and `hdl/descriptor.py` by "
+                              "`python -m runtime.regs`")
+            + "\n## Descriptor (64 bytes, little-endian, `hdl/descriptor.py`)\n\n"
+            + descriptor.markdown())
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    out = Path(__file__).resolve().parent.parent / DOC
+    out.write_text(registers_markdown())
+    print(f"wrote {out}")

@@ -255,3 +255,14 @@ def test_failed_step_reports_and_recovers(seed):
     assert tr.jobs[-1].detail.startswith("A: Block 0 mantissa 0 is the byte 0x00")
     res = run(train_step(acc, step, ws, x, labels))  # rewrites the input: the step runs
     assert np.isfinite(res.loss)
+
+
+def test_registers_doc_is_up_to_date():
+    """docs/registers.md is generated from the register map and the descriptor table."""
+    from pathlib import Path
+
+    from runtime.regs import DOC, registers_markdown
+
+    path = Path(__file__).resolve().parent.parent / DOC
+    assert path.read_text() == registers_markdown(), \
+        "docs/registers.md is stale: run python -m runtime.regs"
