@@ -176,6 +176,10 @@ class Numerics:
         operands are both nonzero (and, in BP, whose output is not masked).
     trace : list or None
         When a list, every GEMM appends a dict with its operands and result (for dumps).
+    exact_weights : bool
+        False (default): the weight masters are FP32 and :meth:`weight` quantizes them like
+        any host operand. True (opt-in, the fixed-point update of :mod:`golden.update`): the
+        masters are exact float64 values, quantized by :func:`golden.bfp.quantize_exact`.
     """
 
     def __init__(self, mode: str = "fp32", dtype=None):
@@ -192,6 +196,7 @@ class Numerics:
                 raise ValueError(f"dtype must be float32 or float64, not {self.dtype}")
         self.macs = None
         self.trace = None
+        self.exact_weights = False
 
     @property
     def is_bfp(self) -> bool:
@@ -216,6 +221,21 @@ class Numerics:
             q = quantize(values, BLOCK)
             return Tensor(q.dequantize(), q, geom)
         return Tensor(values, None, geom)
+
+    def weight(self, values) -> Tensor:
+        """A BFP8 weight copy quantized from the master (columns padded, then quantized).
+
+        By default the master is FP32 and this is :meth:`operand`. With
+        :attr:`exact_weights` (opt-in, set for the fixed-point update of
+        :mod:`golden.update`) the master values are exact float64 (``w * 2**-W_FRAC``) and are
+        quantized without a float32 cast (:func:`golden.bfp.quantize_exact`, the converter's
+        rule).
+        """
+        if not (self.is_bfp and self.exact_weights):
+            return self.operand(values)
+        values = gemm.pad_to(np.asarray(values, dtype=np.float64), BLOCK, -1)
+        q = quantize_exact(values, BLOCK)
+        return Tensor(q.dequantize(), q)
 
     def _count(self, layer, phase, dense, a_nz, b_nz, mask=None):
         if self.macs is None:
@@ -269,11 +289,17 @@ def _pad_rows(t: BFPTensor, rows: int) -> BFPTensor:
 
 
 class _GemmLayer:
-    """Common parts of :class:`Linear` and :class:`Conv2d`: FP32 master weights and momentum."""
+    """Common parts of :class:`Linear` and :class:`Conv2d`: FP32 master weights and momentum.
+
+    After a training step ``grad`` holds the weight gradient as float32 (what :class:`SGD`
+    uses) and ``grad_exact`` the same gradient unrounded (in ``bfp8`` the exact WG accumulator
+    values; what :class:`golden.update.FixedSGD` uses).
+    """
 
     name = ""
     w: np.ndarray
     grad: np.ndarray | None
+    grad_exact: np.ndarray | None = None
 
     def _init_weights(self, rng, shape, fan_in):
         self.w = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
@@ -306,7 +332,7 @@ class Linear(_GemmLayer):
 
     def _w_fp(self, nx, k_stored):
         w = _pad_axis(_pad_axis(self.w, 1, k_stored), 0, pad16(self.out_features))
-        return nx.operand(w)
+        return nx.weight(w)
 
     def forward(self, nx: Numerics, x: Tensor):
         """FP. Returns ``(values (N x out_padded), geom, operand kept for WG)``."""
@@ -330,12 +356,13 @@ class Linear(_GemmLayer):
         elif x_saved.raw:
             x_saved = nx.operand(x_saved.values.reshape(n, -1))
         dw = nx.wg(dy, x_saved, layer=self.name, dense=dense)
-        self.grad = dw[:self.out_features, :self.in_features].astype(np.float32)
+        self.grad_exact = dw[:self.out_features, :self.in_features]
+        self.grad = self.grad_exact.astype(np.float32)
         if not need_dx:
             return None
         k_stored = x_saved.shape[1]
         wt = _pad_axis(_pad_axis(self.w.T, 1, dy.shape[1]), 0, k_stored)  # K x Co
-        return nx.matmul(dy, nx.operand(wt), out_mask, layer=self.name, phase="bp",
+        return nx.matmul(dy, nx.weight(wt), out_mask, layer=self.name, phase="bp",
                          dense=dense)
 
 
@@ -400,7 +427,7 @@ class Conv2d(_GemmLayer):
         c_stored = x.values.shape[1]
         wk = _pad_axis(self.w.transpose(0, 2, 3, 1), 3, c_stored)  # Co, kh, kw, C
         wk = _pad_axis(wk.reshape(self.out_channels, -1), 0, pad16(self.out_channels))
-        y = nx.matmul(cols, nx.operand(wk), layer=self.name, phase="fp",
+        y = nx.matmul(cols, nx.weight(wk), layer=self.name, phase="fp",
                       dense=self._dense(n, ho, wo))
         return y, (n, ho, wo), cols
 
@@ -418,7 +445,8 @@ class Conv2d(_GemmLayer):
         c_stored = x_saved.values.shape[1] if not x_saved.raw else self.in_channels
         dw = dw[:self.out_channels, :self.k * self.k * c_stored]
         dw = dw.reshape(self.out_channels, self.k, self.k, c_stored)[..., :self.in_channels]
-        self.grad = dw.transpose(0, 3, 1, 2).astype(np.float32)
+        self.grad_exact = dw.transpose(0, 3, 1, 2)
+        self.grad = self.grad_exact.astype(np.float32)
         if not need_dx:
             return None
         if x_saved.raw:
@@ -440,7 +468,7 @@ class Conv2d(_GemmLayer):
         dcols = Tensor(dvals, dbfp)
         wb = self.w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0)  # Cin, kh, kw, Co (flipped)
         wb = _pad_axis(_pad_axis(wb, 3, co_stored).reshape(self.in_channels, -1), 0, c_stored)
-        return nx.matmul(dcols, nx.operand(wb), out_mask, layer=self.name, phase="bp",
+        return nx.matmul(dcols, nx.weight(wb), out_mask, layer=self.name, phase="bp",
                          dense=dense)
 
 

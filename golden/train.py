@@ -39,6 +39,11 @@ the last epoch; ``nonzero``: those with both operands nonzero and, in BP, an unm
 filtered copy included when only the saved copy is filtered); per-layer and per-tensor detail
 and the per-epoch history.
 
+``--update fixed`` replaces the FP32 weight update (:class:`golden.nn.SGD`) by the update
+unit's fixed-point one (:class:`golden.update.FixedSGD`: int32 master and velocity, gradient
+from the exact WG accumulators, BFP8 copies re-quantized from the master by the converter's
+rule); the default ``fp32`` leaves everything as it was.
+
 ``--dump DIR`` writes every GEMM (operands, output mask, accumulators) and every interim tensor
 (converter output, threshold, filtered tensor, HBM v1 stream) of one training step, as vectors
 for RTL tests; ``DIR/manifest.json`` lists them.
@@ -56,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from . import hbm, nn, sparsity
+from . import hbm, nn, sparsity, update
 from .bfp import quantize
 
 __all__ = [
@@ -64,6 +69,7 @@ __all__ = [
     "MODELS",
     "PLACES",
     "DEFAULT_FILTER_AT",
+    "UPDATES",
     "build_model",
     "train",
     "main",
@@ -77,7 +83,8 @@ DEFAULTS = dict(dataset="digits", data_dir=None, limit_train=None, limit_test=No
                 mode="bfp8", target_sparsity=0.9, controller_margin=0.004,
                 filter_at=DEFAULT_FILTER_AT,
                 mask_from="forward", epochs=20, batch=32, lr=0.05, momentum=0.9,
-                weight_decay=5e-4, seed=0, hidden=(128, 64))
+                weight_decay=5e-4, seed=0, hidden=(128, 64), update="fp32")
+UPDATES = ("fp32", "fixed")
 
 
 def build_model(name: str, image_shape, n_classes: int, hidden=(128, 64)) -> nn.Sequential:
@@ -144,6 +151,8 @@ def _check_config(cfg: dict) -> dict:
         raise ValueError(f"hidden sizes must be positive multiples of 16 (interim tensors fill "
                          f"whole blocks), not {c['hidden']!r}")
     c["hidden"] = tuple(int(v) for v in hidden)
+    if c["update"] not in UPDATES:
+        raise ValueError(f"Unknown update {c['update']!r}: expected one of {UPDATES}")
     return c
 
 
@@ -333,7 +342,11 @@ def train(cfg: dict | None = None, progress: bool = False, dump_dir=None, dump_s
     names = [layer.name for layer in model.gemm_layers]
     interim = _Interim(c, names[:-1])
     eval_hooks = _EvalHooks(interim)
-    opt = nn.SGD(model.gemm_layers, c["lr"], c["momentum"], c["weight_decay"])
+    if c["update"] == "fixed":
+        opt = update.FixedSGD(model.gemm_layers, c["lr"], c["momentum"], c["weight_decay"])
+        nx.exact_weights = True
+    else:
+        opt = nn.SGD(model.gemm_layers, c["lr"], c["momentum"], c["weight_decay"])
     n_train = len(ds.y_train)
     steps = math.ceil(n_train / c["batch"])
     total = steps * c["epochs"]
@@ -509,6 +522,9 @@ def _parser():
     p.add_argument("--momentum", type=float, default=DEFAULTS["momentum"])
     p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--update", choices=UPDATES, default=DEFAULTS["update"],
+                   help="weight update: fp32 (FP32 master, golden.nn.SGD) or fixed (the "
+                        "update unit's fixed point, golden.update.FixedSGD)")
     p.add_argument("--json", default=None, help="write the result here")
     p.add_argument("--dump", default=None, metavar="DIR",
                    help="write the tensors of one training step into DIR")
@@ -531,7 +547,7 @@ def main(argv=None) -> int:
                filter_at=tuple(s.strip() for s in a.filter_at.split(",")),
                mask_from=a.mask_from, epochs=a.epochs,
                batch=a.batch, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
-               seed=a.seed, hidden=hidden)
+               seed=a.seed, hidden=hidden, update=a.update)
     try:
         res = train(cfg, progress=not a.quiet, dump_dir=a.dump, dump_step=a.dump_step)
     except (ValueError, FileNotFoundError) as e:
