@@ -1,8 +1,20 @@
 """HBM v1 decoder: the byte stream in on a 32- or 64-bit bus, BFP8 blocks out, with error codes.
 
 The reverse of :mod:`hdl.hbm_encoder` and ``golden.hbm.decode``: for each tensor (one word on
-``cmd``: its number of blocks) the decoder takes beats up to and including the one with
-``last`` and emits the tensor's blocks on ``o`` in order, all-zero blocks (``E = 0``) included.
+``cmd``, :data:`DECODER_CMD`: its number of blocks and the ``budget`` flag) the decoder takes
+beats up to and including the one with ``last`` and emits the tensor's blocks on ``o`` in order,
+all-zero blocks (``E = 0``) included.
+
+Budget mode (``budget = 1``, the operand streams of ``golden.jobs.read_stream``): the byte
+stream is a budget that holds the HBM stream at its start. Once the tensor's last block has been
+emitted, every further byte up to and including the beat with ``last`` is dropped without any
+check (no ``TRAILING_DATA`` / ``BAD_PADDING``; ``code`` stays ``NONE``); ``last`` before the
+last block is still ``TRUNCATED``, and every other error is found as without a budget. ``tail``
+is high from the cycle after the last block was emitted (the cycle it is valid on ``o``; for
+0 blocks the cycle after the ``cmd``) up to and including the cycle in which the beat with
+``last`` is accepted on ``i``; it never rises if that beat was accepted earlier. Wired to
+:class:`hdl.dma.DMAReader` ``stop``, it ends the DRAM read soon after the stream's end instead
+of at the end of the budget. ``budget = 0`` is the plain HBM v1 check below.
 
 Input path. The kept bytes of a beat (``keep`` set; null bytes anywhere are skipped, as
 AXI4-Stream allows) are compacted on the way in, and the beat enters a queue of ``fifo_depth``
@@ -43,6 +55,8 @@ have been emitted and were valid), drops the rest of the stream up to and includ
 with ``last``, and is then ready for the next ``cmd``. ``code`` holds the result of the current
 or most recent tensor until the next ``cmd`` is accepted; ``error`` is ``code != NONE``.
 Trailing-data errors are known only at ``last``. A tensor is finished when ``busy`` falls.
+On an error ``tail`` stays low (a top that wants to cut the read short then as well can stop the
+reader on ``error`` too).
 
 Latency: a beat accepted on ``i`` in cycle ``n`` can be read from the queue in cycle ``n + 2``
 and is in the byte buffer in cycle ``n + 3``; a block whose bytes are in the buffer is on ``o``
@@ -64,13 +78,25 @@ from .bfp_layouts import (
     reject,
 )
 
-__all__ = ["HBMDecoder", "DecodeError"]
+__all__ = ["HBMDecoder", "DecodeError", "DECODER_CMD", "decoder_cmd_layout"]
 
 SUPERBLOCK = 16  #: blocks per superblock
 MAX_PADDING = 7  #: zero bytes accepted after the last block (``golden.hbm.MAX_PADDING``)
 N_BLOCKS_W = 32  #: width of the per-tensor block count on ``cmd``
+#: ``cmd`` payload: the tensor's block count (low bits) and the budget flag (bit 32)
+DECODER_CMD = data.StructLayout({"blocks": unsigned(N_BLOCKS_W), "budget": unsigned(1)})
 INTAKE = 16  #: bytes the byte buffer can take from the input queue per cycle
 CAPACITY = 40  #: byte buffer size: a whole block (21 bytes) and a full intake fit in it
+
+
+def decoder_cmd_layout() -> data.StructLayout:
+    """The layout of :class:`HBMDecoder`'s ``cmd`` payload (:data:`DECODER_CMD`).
+
+    ``blocks`` (32 bits, the low bits: an integer payload ``n`` is ``n`` blocks without a
+    budget) and ``budget`` (1 bit, bit 32): the stream is read inside a byte budget, so
+    whatever follows its last block up to ``last`` is dropped unchecked.
+    """
+    return DECODER_CMD
 
 
 class DecodeError(enum.Enum, shape=4):
@@ -101,9 +127,10 @@ class HBMDecoder(wiring.Component):
 
     Attributes
     ----------
-    cmd : In(stream.Signature(unsigned(32)))
-        One word per tensor: its number of blocks (0 is allowed: the stream is then empty or
-        up to 7 zero bytes).
+    cmd : In(stream.Signature(DECODER_CMD))
+        One word per tensor: ``blocks``, its number of blocks (0 is allowed: the stream is then
+        empty or up to 7 zero bytes, or anything with ``budget``), and ``budget`` (module
+        docstring).
     i : In(stream.Signature(bus_beat(bus_width)))
         The byte stream: ``data``, ``keep`` (byte enables), ``last``.
     o : Out(stream.Signature(BFP_BLOCK))
@@ -114,6 +141,9 @@ class HBMDecoder(wiring.Component):
         Result of the current or most recent tensor.
     error : Out(1)
         ``code != DecodeError.NONE``.
+    tail : Out(1)
+        Budget mode: the last block is out and the beat with ``last`` has not been accepted
+        on ``i`` yet (module docstring): the rest of the input is dropped.
 
     Raises
     ------
@@ -132,12 +162,13 @@ class HBMDecoder(wiring.Component):
                 f"FIFO depth must be an even integer >= 2, not {fifo_depth!r}"))
         self._fifo_depth = fifo_depth
         super().__init__({
-            "cmd": In(stream.Signature(unsigned(N_BLOCKS_W))),
+            "cmd": In(stream.Signature(DECODER_CMD)),
             "i": In(stream.Signature(bus_beat(bus_width))),
             "o": Out(stream.Signature(BFP_BLOCK)),
             "busy": Out(1),
             "code": Out(DecodeError),
             "error": Out(1),
+            "tail": Out(1),
         })
 
     @property
@@ -240,6 +271,11 @@ class HBMDecoder(wiring.Component):
             lasts.append(beat.last)
         n_taken = Signal(range(lanes + 1))
         m.d.comb += n_taken.eq(popcount(take))
+        # beats with last in the queue (at most one leaves per cycle: the intake stops at last)
+        lasts_held = Signal(range(self._fifo_depth + 2))
+        last_taken = Signal()
+        m.d.comb += last_taken.eq(Cat(t & lst for t, lst in zip(take, lasts, strict=True)).any())
+        m.d.sync += lasts_held.eq(lasts_held + (accepted & self.i.payload.last) - last_taken)
         take_q = Signal(lanes)  # take rotated back: by queue
         m.d.comb += take_q.eq(Cat(*take, *take) >> (lanes - rsel).as_unsigned())
         for q, fifo in enumerate(queues):
@@ -261,6 +297,7 @@ class HBMDecoder(wiring.Component):
 
         sb_start = Signal()  # the next block is the first of a superblock: L1 comes first
         l1_reg = Signal(SUPERBLOCK)
+        budget = Signal()  # the current tensor is read inside a budget
         j = Signal(range(SUPERBLOCK))
         left = Signal(N_BLOCKS_W)  # blocks still to decode
         l1 = Signal(SUPERBLOCK)
@@ -317,7 +354,8 @@ class HBMDecoder(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [
-                        left.eq(self.cmd.payload),
+                        left.eq(self.cmd.payload.blocks),
+                        budget.eq(self.cmd.payload.budget),
                         j.eq(0),
                         sb_start.eq(1),
                         seen_last.eq(0),
@@ -326,7 +364,9 @@ class HBMDecoder(wiring.Component):
                         trail_nz.eq(0),
                         running.eq(1),
                     ]
-                    with m.If(self.cmd.payload == 0):
+                    with m.If((self.cmd.payload.blocks == 0) & self.cmd.payload.budget):
+                        m.next = "SKIP"
+                    with m.Elif(self.cmd.payload.blocks == 0):
                         m.next = "TRAIL"
                     with m.Else():
                         m.next = "DECODE"
@@ -363,7 +403,9 @@ class HBMDecoder(wiring.Component):
                         sb_start.eq(j == SUPERBLOCK - 1),
                         l1_reg.eq(l1),
                     ]
-                    with m.If(left == 1):
+                    with m.If((left == 1) & budget):
+                        m.next = "SKIP"
+                    with m.Elif(left == 1):
                         m.next = "TRAIL"
                 with m.If(fail):
                     m.d.sync += code.eq(fail_code)
@@ -388,6 +430,16 @@ class HBMDecoder(wiring.Component):
 
             with m.State("DRAIN"):
                 m.d.comb += consumed.eq(cnt)
+                with m.If(seen_last & (cnt == 0)):
+                    m.d.sync += running.eq(0)
+                    m.next = "IDLE"
+
+            with m.State("SKIP"):
+                # Budget mode, after the last block: drop everything up to last, unchecked.
+                m.d.comb += [
+                    consumed.eq(cnt),
+                    self.tail.eq(~seen_last & (lasts_held == 0)),
+                ]
                 with m.If(seen_last & (cnt == 0)):
                     m.d.sync += running.eq(0)
                     m.next = "IDLE"

@@ -11,7 +11,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.bfp_layouts import BFP_BLOCK, bus_beat, check_bus_width
-from hdl.hbm_decoder import DecodeError, HBMDecoder
+from hdl.hbm_decoder import DECODER_CMD, DecodeError, HBMDecoder
 from hdl.hbm_encoder import HBMEncoder
 
 __all__ = ["CodecLoopback"]
@@ -32,7 +32,7 @@ class CodecLoopback(wiring.Component):
         super().__init__({
             "loop": In(1),
             "enc_cmd": In(stream.Signature(unsigned(32))),
-            "dec_cmd": In(stream.Signature(unsigned(32))),
+            "dec_cmd": In(stream.Signature(DECODER_CMD)),  # blocks (low bits), budget
             "i": In(stream.Signature(BFP_BLOCK)),
             "o": Out(stream.Signature(BFP_BLOCK)),
             "bus_o": Out(stream.Signature(beat)),

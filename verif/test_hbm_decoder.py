@@ -6,8 +6,10 @@ from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
 import golden.hbm
-from hdl.hbm_decoder import DecodeError, HBMDecoder
+from hdl.hbm_decoder import DECODER_CMD, DecodeError, HBMDecoder, decoder_cmd_layout
 from verif.harness import run_cocotb
+from verif.stream_budget import decoder_cmd_word as cmd_word
+from verif.stream_budget import golden_budget as _golden_budget
 from verif.streams import (
     Pacer,
     bfp_edge_tensor,
@@ -51,7 +53,8 @@ def test_error_codes_cover_golden_errors():
 
 def run_decoder(cases, bus_width, rng, in_pacer=None, out_pacer=None, scatter=False,
                 fifo_depth=64):
-    """Decode ``cases`` (list of ``(data, n_blocks)``) one after the other in one simulation.
+    """Decode ``cases`` (list of ``(data, n_blocks)`` or ``(data, n_blocks, budget)``) one after
+    the other in one simulation.
 
     Returns a list of ``(code name, [(E, mantissas), ...])`` per case.
     """
@@ -60,11 +63,11 @@ def run_decoder(cases, bus_width, rng, in_pacer=None, out_pacer=None, scatter=Fa
     results = []
 
     async def drive(ctx):
-        for data, n_blocks in cases:
+        for data, n_blocks, *budget in cases:
             beats = (scatter_beats(rng, data, bus_width) if scatter
                      else bytes_to_beats(data, bus_width))
             start = len(taken)
-            await stream_put(ctx, dut.cmd, [n_blocks])
+            await stream_put(ctx, dut.cmd, [cmd_word(n_blocks, *budget)])
             await stream_put(ctx, dut.i, [pack_beat(bus_width, *b) for b in beats], in_pacer)
             # Never hangs: the tensor finishes within a bound set by the stream's length.
             for _ in range(100 * (len(data) + n_blocks) + 1000):
@@ -93,10 +96,15 @@ def run_decoder(cases, bus_width, rng, in_pacer=None, out_pacer=None, scatter=Fa
     return results
 
 
-def check_case(n, got, data, n_blocks, exp=None, mant=None, emitted=None):
-    """Scoreboard one decoded case against the golden model."""
+def golden_budget(data, n_blocks):
+    """:func:`verif.stream_budget.golden_budget` as ``(name, exponents, mantissas)``."""
+    return _golden_budget(data, n_blocks)[:3]
+
+
+def check_case(n, got, data, n_blocks, exp=None, mant=None, emitted=None, budget=False):
+    """Scoreboard one decoded case against the golden model (``read_stream`` if ``budget``)."""
     code, blocks = got
-    want, we, wm = golden_decode(data, n_blocks)
+    want, we, wm = (golden_budget if budget else golden_decode)(data, n_blocks)
     assert code == want, f"case {n}: code {code}, golden says {want}"
     if want == "NONE":
         assert len(blocks) == n_blocks, f"case {n}: {len(blocks)} blocks for {n_blocks}"
@@ -289,6 +297,193 @@ def test_random_corruption(rng, bus_width):
     got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.2), Pacer(rng, 0.2))
     for n, ((data, nblk), g) in enumerate(zip(cases, got, strict=True)):
         check_case(n, g, data, nblk)
+
+
+def test_cmd_layout():
+    # blocks in the low 32 bits (an integer payload n is n blocks without a budget), budget above
+    assert decoder_cmd_layout() is DECODER_CMD
+    assert (DECODER_CMD["blocks"].offset, DECODER_CMD["blocks"].shape.width) == (0, 32)
+    assert (DECODER_CMD["budget"].offset, DECODER_CMD["budget"].shape.width) == (32, 1)
+    assert HBMDecoder(64).cmd.payload.shape() == DECODER_CMD
+
+
+def garbage(rng, kind=None):
+    """Random bytes to put after a stream inside its budget (zeros, padding-like or random)."""
+    kind = kind if kind is not None else int(rng.integers(0, 4))
+    n = int(rng.integers(0, 120))
+    if kind == 0:
+        return bytes(n)  # zeros: more than 7 would be TRAILING_DATA without a budget
+    if kind == 1:
+        return bytes(int(rng.integers(1, 8))) + b"\x01"  # BAD_PADDING without a budget
+    if kind == 2:
+        return b""
+    return rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def budget_cases(rng):
+    """``[(data, n_blocks, True, (exp, mant) or None, emitted or None)]`` for budget mode."""
+    out = []
+    for nblk, s, c in ((0, 0.0, False), (1, 0.0, False), (1, 1.0, False), (16, 0.5, False),
+                       (17, 0.9, False), (33, 0.3, True), (70, 0.7, True)):
+        e, m = bfp_tensor(rng, nblk, s, clustered=c)
+        data = golden.hbm.encode(e, m)
+        for kind in range(4):
+            out.append((data + garbage(rng, kind), nblk, True, (e, m), None))
+        # every error of the plain check but the trailing ones, garbage after the stream
+        for kind, bad, emitted in malformed_streams(rng, e, m):
+            tail = b"" if kind == "TRUNCATED" else garbage(rng)
+            out.append((bad + tail, nblk, True, (e, m),
+                        emitted if kind not in ("NONE", "TRAILING_DATA", "BAD_PADDING") else None))
+        # truncated inside the budget: the budget ends before the stream does
+        if data:
+            cut = int(rng.integers(0, len(data)))
+            out.append((data[:cut], nblk, True, (e, m), None))
+    return out
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_budget_against_read_stream(rng, bus_width):
+    # Budget mode against golden.jobs.read_stream, every case followed by a plain stream of the
+    # same tensor (recovery, and budget off again), under random bubbles and back-pressure.
+    cases = []
+    for data, nblk, budget, tensor, emitted in budget_cases(rng):
+        cases.append((data, nblk, budget, tensor, emitted))
+        e, m = tensor
+        cases.append((golden.hbm.encode(e, m) + bytes(int(rng.integers(0, 8))), nblk, False,
+                      tensor, None))
+    kinds = {golden_budget(d, n)[0] for d, n, *_ in cases}
+    assert kinds == {e.name for e in DecodeError} - {"TRAILING_DATA", "BAD_PADDING"}, kinds
+    # the same bytes without a budget fail where garbage follows the stream: the mode matters
+    assert any(golden_decode(d, n)[0] in ("TRAILING_DATA", "BAD_PADDING")
+               and golden_budget(d, n)[0] == "NONE" for d, n, *_ in cases)
+    got = run_decoder([c[:3] for c in cases], bus_width, rng, Pacer(rng, 0.3), Pacer(rng, 0.3),
+                      scatter=True)
+    for n, ((data, nblk, budget, (e, m), emitted), g) in enumerate(zip(cases, got, strict=True)):
+        check_case(n, g, data, nblk, e, m, emitted, budget=budget)
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_budget_random_corruption(rng, bus_width):
+    cases = []
+    for _ in range(30):
+        e, m = bfp_tensor(rng, int(rng.integers(0, 40)), float(rng.choice([0.3, 0.8, 0.97])))
+        d = bytearray(golden.hbm.encode(e, m) + garbage(rng))
+        if d:
+            for _ in range(int(rng.integers(1, 3))):
+                d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
+        cases.append((bytes(d), len(e), True))
+    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.2), Pacer(rng, 0.2))
+    for n, ((data, nblk, _), g) in enumerate(zip(cases, got, strict=True)):
+        check_case(n, g, data, nblk, budget=True)
+
+
+def run_tail(bus_width, rng, data, n_blocks, budget=True, in_pacer=None, out_pacer=None,
+             preload=0):
+    """One tensor; per cycle: tail, the block count taken so far, o.valid, i's last handshake.
+
+    ``preload`` beats go into the queue before the cmd. Returns ``(trace, cmd_cycle, code)``.
+    """
+    dut = HBMDecoder(bus_width)
+    beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
+    trace = []
+    info = {}
+
+    async def source(ctx):
+        await stream_put(ctx, dut.i, beats[:preload])
+        for _ in range(8):
+            await ctx.tick()
+        info["cmd_at"] = len(trace)
+        await stream_put(ctx, dut.cmd, [cmd_word(n_blocks, budget)])
+        await stream_put(ctx, dut.i, beats[preload:], in_pacer)
+
+    async def monitor(ctx):
+        taken = 0
+        for _ in range(30 * len(beats) + 200):
+            ready = out_pacer is None or not out_pacer.stall()
+            ctx.set(dut.o.ready, int(ready))
+            _, _, tail, ov, iv, ir, il, busy = await ctx.tick().sample(
+                dut.tail, dut.o.valid, dut.i.valid, dut.i.ready, dut.i.payload.last, dut.busy)
+            trace.append((tail, taken, ov, iv and ir and il))
+            if ov and ready:
+                taken += 1
+            if "cmd_at" in info and not busy and len(trace) > info["cmd_at"] + 2:
+                break
+        info["code"] = DecodeError(ctx.get(dut.code)).name
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source)
+    sim.add_testbench(monitor)
+    sim.run()
+    return trace, info["cmd_at"], info["code"]
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_tail_timing(rng, bus_width):
+    # tail is high from the first cycle the last block is valid on o up to and including the
+    # cycle the beat with last is accepted on i; low otherwise (and always without a budget).
+    seen_high = 0
+    for trial in range(12):
+        nblk = int(rng.integers(1, 40))  # 0 blocks: test_tail_zero_blocks
+        e, m = bfp_tensor(rng, nblk, float(rng.choice([0.0, 0.5, 0.95])))
+        data = golden.hbm.encode(e, m) + rng.integers(0, 256, int(rng.integers(0, 200)),
+                                                      dtype=np.uint8).tobytes()
+        budget = trial % 4 != 3
+        preload = int(rng.integers(0, 6)) if trial % 3 == 0 else 0
+        trace, _, code = run_tail(bus_width, rng, data, nblk, budget, Pacer(rng, 0.5),
+                                       Pacer(rng, 0.3), preload)
+        assert code == (golden_budget if budget else golden_decode)(data, nblk)[0]
+        high = [c for c, (t, *_) in enumerate(trace) if t]
+        if not budget:
+            assert not high
+            continue
+        # the first cycle the last block is valid on o
+        start = next(c for c, (_, taken, ov, _) in enumerate(trace) if ov and taken == nblk - 1)
+        end = next(c for c, (*_, il) in enumerate(trace) if il)  # last accepted on i
+        if end < start:
+            assert not high, (trial, high, end)
+        else:
+            assert high == list(range(start, end + 1)), (trial, high[:3], high[-3:], start, end)
+            seen_high += 1
+    assert seen_high >= 3  # the cases exercise tail
+
+
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_tail_zero_blocks(bus_width):
+    # 0 blocks in budget mode: tail rises the cycle after the cmd is taken, falls after last.
+    data = bytes(range(1, 41))
+    dut = HBMDecoder(bus_width)
+    beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
+    seen = {}
+
+    async def tb(ctx):
+        ctx.set(dut.cmd.valid, 1)
+        ctx.set(Value.cast(dut.cmd.payload), cmd_word(0, True))
+        assert not ctx.get(dut.tail)
+        await ctx.tick()  # the cmd is taken at this edge
+        ctx.set(dut.cmd.valid, 0)
+        seen["after_cmd"] = ctx.get(dut.tail)
+        for _ in range(5):
+            await ctx.tick()
+            assert ctx.get(dut.tail)
+        for k, b in enumerate(beats):
+            ctx.set(dut.i.valid, 1)
+            ctx.set(Value.cast(dut.i.payload), b)
+            assert ctx.get(dut.i.ready)
+            assert ctx.get(dut.tail), k  # high through the cycle the last beat is accepted
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        assert not ctx.get(dut.tail)
+        for _ in range(10):
+            await ctx.tick()
+        seen["busy"] = ctx.get(dut.busy)
+        seen["code"] = ctx.get(dut.code)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen == {"after_cmd": 1, "busy": 0, "code": DecodeError.NONE}
 
 
 @pytest.mark.cocotb

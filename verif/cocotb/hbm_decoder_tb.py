@@ -3,9 +3,10 @@
 Environment: ``SEED`` (replay), ``BUS_WIDTH`` (32 or 64), ``BLOCKS`` (blocks of valid random
 tensors per test). Each test decodes valid tensors (sparsity 0 to 0.99, clustered and scattered
 zeros, extremes, padding) interleaved with malformed streams of every error kind, each followed
-by a good stream (recovery), then random byte corruptions; beats carry random ``keep`` holes
-and null beats. The crossed matrix of input bubbles x output back-pressure runs in one
-simulation.
+by a good stream (recovery), then random byte corruptions; about a third of the cases are
+read in budget mode (``cmd.budget``, scoreboarded against ``golden.jobs.read_stream``) with
+random bytes after the stream; beats carry random ``keep`` holes and null beats. The crossed
+matrix of input bubbles x output back-pressure runs in one simulation.
 """
 
 import os
@@ -17,6 +18,7 @@ from cocotb.triggers import RisingEdge
 import golden.hbm
 from hdl.hbm_decoder import DecodeError
 from verif.cocotb.stream_bfm import StreamSink, StreamSource, reset, start_clock
+from verif.stream_budget import decoder_cmd_word, golden_budget
 from verif.streams import (
     Pacer,
     bfp_edge_tensor,
@@ -35,8 +37,31 @@ BLOCKS = int(os.environ.get("BLOCKS", "1000"))
 SPARSITIES = (0.0, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99, 1.0)
 
 
+def _garbage(rng):
+    n = int(rng.integers(0, 100))
+    if rng.random() < 0.5:
+        return bytes(n)
+    return rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def budget_cases(rng, out):
+    """``out`` with a budget flag per case: about a third read inside a budget, which then
+    holds random bytes after the stream (not after a truncated one: they would extend it)."""
+    res = []
+    for data, n_blocks, tensor, emitted in out:
+        if rng.random() < 0.35:
+            if golden_decode(data, n_blocks)[0] in ("TRAILING_DATA", "BAD_PADDING", "NONE"):
+                emitted = None
+            if golden_budget(data, n_blocks)[0] != "TRUNCATED":
+                data = data + _garbage(rng)
+            res.append((data, n_blocks, tensor, emitted, True))
+        else:
+            res.append((data, n_blocks, tensor, emitted, False))
+    return res
+
+
 def cases(rng):
-    """``[(data, n_blocks, tensor or None, expected emitted count or None)]``."""
+    """``[(data, n_blocks, tensor or None, expected emitted count or None, budget)]``."""
     out = []
     e, m = bfp_edge_tensor()
     out.append((golden.hbm.encode(e, m), len(e), (e, m), None))
@@ -57,7 +82,7 @@ def cases(rng):
         d = bytearray(golden.hbm.encode(e, m))
         d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
         out.append((bytes(d), len(e), None, None))
-    return out
+    return budget_cases(rng, out)
 
 
 @cocotb.test()
@@ -70,11 +95,11 @@ async def scoreboard(dut, idle, stall):
     cmd = StreamSource(dut, "cmd")
     src = StreamSource(dut, "i", Pacer(rng, idle))
     sink = StreamSink(dut, "o", Pacer(rng, stall, burst=True))
-    for n, (data, n_blocks, tensor, emitted) in enumerate(cases(rng)):
+    for n, (data, n_blocks, tensor, emitted, budget) in enumerate(cases(rng)):
         scatter = rng.random() < 0.5
         beats = scatter_beats(rng, data, BUS_WIDTH) if scatter else bytes_to_beats(data, BUS_WIDTH)
         start = len(sink.words)
-        cmd.send([n_blocks])
+        cmd.send([decoder_cmd_word(n_blocks, budget)])
         src.send(pack_beat(BUS_WIDTH, *b) for b in beats)
         limit = 100 * (len(data) + n_blocks) + 1000
         await RisingEdge(dut.clk)
@@ -89,7 +114,8 @@ async def scoreboard(dut, idle, stall):
         code = DecodeError(int(dut.code.value)).name
         assert int(dut.error.value) == (code != "NONE")
         blocks = [unpack_bfp_block(w) for w in sink.words[start:]]
-        want, we, wm = golden_decode(data, n_blocks)
+        want, we, wm = (golden_budget(data, n_blocks)[:3] if budget
+                        else golden_decode(data, n_blocks))
         assert code == want, f"case {n}: code {code}, golden says {want}"
         if want == "NONE":
             assert len(blocks) == n_blocks, f"case {n}: {len(blocks)} blocks for {n_blocks}"
