@@ -5,6 +5,7 @@ import pytest
 from amaranth import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
 
 from hdl.axi import AXI4Signature
 from hdl.axi_arbiter import AXI4Arbiter
@@ -108,6 +109,126 @@ def test_ports():
     assert sig["m"].flow == Out
     assert sig["m"].signature.members == AXI4Signature(20, 32, 2).members
     assert sig["s"].signature.flip().members == AXI4Signature(20, 32, 2).members
+
+
+def _sim(dut, tb):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_read_round_robin_and_routing():
+    """Three ports always requesting: grants 0, 1, 2, 0, 1, 2; R beats and IDs go back in
+    grant order; ``m`` issues ID 0."""
+    dut = AXI4Arbiter(3, 16, 32, id_width=2, max_outstanding=8)
+    grants = []
+
+    async def tb(ctx):
+        for i, p in enumerate(dut.s):
+            ctx.set(p.arvalid, 1)
+            ctx.set(p.arid, i + 1)
+            ctx.set(p.araddr, 0x100 * (i + 1))
+            ctx.set(p.rready, 1)
+        ctx.set(dut.m.arready, 1)
+        for _ in range(6):
+            assert ctx.get(dut.m.arid) == 0
+            fired = [i for i, p in enumerate(dut.s) if ctx.get(p.arready)]
+            assert len(fired) == 1
+            assert ctx.get(dut.m.araddr) == 0x100 * (fired[0] + 1)
+            grants.append(fired[0])
+            await ctx.tick()
+        for p in dut.s:
+            ctx.set(p.arvalid, 0)
+        ctx.set(dut.m.rvalid, 1)
+        ctx.set(dut.m.rlast, 1)
+        for k in range(6):
+            ctx.set(dut.m.rdata, k)
+            seen = [i for i, p in enumerate(dut.s) if ctx.get(p.rvalid)]
+            assert seen == [grants[k]], (k, seen)
+            assert ctx.get(dut.s[seen[0]].rid) == seen[0] + 1
+            assert ctx.get(dut.m.rready)
+            await ctx.tick()
+        assert not any(ctx.get(p.rvalid) for p in dut.s)  # order FIFO empty
+        assert not ctx.get(dut.m.rready)
+
+    _sim(dut, tb)
+    assert grants == [0, 1, 2, 0, 1, 2]
+
+
+def test_write_lock_and_b_order():
+    """W stays with the AW winner until its wlast (even while it has no data); the next AW
+    waits for that; an early WVALID of the waiting port does not leak; B goes in AW order."""
+    dut = AXI4Arbiter(2, 16, 32, id_width=2, max_outstanding=2)
+
+    async def tb(ctx):
+        m, s0, s1 = dut.m, dut.s[0], dut.s[1]
+        ctx.set(m.awready, 1)
+        ctx.set(m.wready, 1)
+        for i, p in enumerate(dut.s):
+            ctx.set(p.awvalid, 1)
+            ctx.set(p.awid, 2 + i)
+            ctx.set(p.awaddr, 0x40 * (i + 1))
+            ctx.set(p.awlen, 1)
+            ctx.set(p.bready, 1)
+        ctx.set(s1.wvalid, 1)  # port 1 offers data before its AW is taken
+        ctx.set(s1.wdata, 0x1111)
+        assert ctx.get(s0.awready) and not ctx.get(s1.awready)
+        assert ctx.get(m.awaddr) == 0x40 and ctx.get(m.awid) == 0
+        await ctx.tick()
+        ctx.set(s0.awvalid, 0)
+        for _ in range(3):  # port 0 holds W without data: nobody else gets AW or W
+            assert not ctx.get(m.awvalid) and not ctx.get(m.wvalid)
+            assert not ctx.get(s1.awready) and not ctx.get(s1.wready)
+            await ctx.tick()
+        ctx.set(s0.wvalid, 1)
+        for k in range(2):
+            ctx.set(s0.wdata, 0xA0 + k)
+            ctx.set(s0.wlast, k == 1)
+            assert ctx.get(m.wvalid) and ctx.get(m.wdata) == 0xA0 + k
+            assert ctx.get(m.wlast) == (k == 1)
+            assert ctx.get(s0.wready) and not ctx.get(s1.wready)
+            assert not ctx.get(m.awvalid)
+            await ctx.tick()
+        ctx.set(s0.wvalid, 0)
+        assert ctx.get(s1.awready) and ctx.get(m.awaddr) == 0x80  # W free: port 1's AW
+        assert not ctx.get(m.wvalid)
+        await ctx.tick()
+        ctx.set(s1.awvalid, 0)
+        assert ctx.get(m.wvalid) and ctx.get(m.wdata) == 0x1111 and ctx.get(s1.wready)
+        ctx.set(m.bvalid, 1)
+        ctx.set(m.bresp, 2)
+        for port in (0, 1):
+            seen = [i for i, p in enumerate(dut.s) if ctx.get(p.bvalid)]
+            assert seen == [port]
+            assert ctx.get(dut.s[port].bid) == 2 + port and ctx.get(dut.s[port].bresp) == 2
+            await ctx.tick()
+        assert not any(ctx.get(p.bvalid) for p in dut.s) and not ctx.get(m.bready)
+
+    _sim(dut, tb)
+
+
+def test_order_fifo_full_stops_requests():
+    """With ``max_outstanding`` bursts unanswered no further AR goes out."""
+    dut = AXI4Arbiter(1, 16, 64, max_outstanding=3)
+
+    async def tb(ctx):
+        p = dut.s[0]
+        ctx.set(p.arvalid, 1)
+        ctx.set(p.rready, 1)
+        ctx.set(dut.m.arready, 1)
+        for _ in range(3):
+            assert ctx.get(p.arready)
+            await ctx.tick()
+        assert not ctx.get(dut.m.arvalid) and not ctx.get(p.arready)
+        ctx.set(dut.m.rvalid, 1)
+        ctx.set(dut.m.rlast, 1)
+        assert ctx.get(p.rvalid) and ctx.get(dut.m.rready)
+        await ctx.tick()
+        ctx.set(dut.m.rvalid, 0)
+        assert ctx.get(dut.m.arvalid) and ctx.get(p.arready)
+
+    _sim(dut, tb)
 
 
 @pytest.mark.cocotb
