@@ -22,7 +22,10 @@ progresses only if a manager whose AW was accepted then delivers its burst's dat
 :class:`~hdl.dma.DMAWriter` issues AW only once the whole burst is in its FIFO (a full burst,
 or the rest of the stream after ``last``), so this holds for it; a manager that issues AW before
 its data are available can stall the other writers (never the readers) until they arrive. AW is
-never made to wait for WVALID (a DMAWriter raises WVALID only after its AW handshake).
+never made to wait for WVALID (a DMAWriter raises WVALID only after its AW handshake). On the
+read side, R data come back in request order on one ID, so a reader whose consumer stops taking
+beats holds up the readers whose bursts were granted after its own: two readers whose consumers
+depend on each other need enough buffering downstream for their bursts in flight.
 
 **Timing.** The data paths (R, W, B) are routed combinationally through the order FIFOs'
 heads: no added latency. AR and AW are combinational as well (no register stage): the grant is
