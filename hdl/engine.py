@@ -5,8 +5,8 @@ bit-exact with :func:`golden.gemm.matmul` (``docs/architecture.md``, "GEMM engin
 
 * FP: A = X (sparse activations), B = W (dense weights);
 * BP: A = dY (sparse errors), B = W^T, with the output mask relu'(Y_prev): outputs whose mask
-  bit is 0 are not computed (they stay in the reset state ``S = 0, ea = 0``), a task whose R
-  outputs are all masked costs one cycle;
+  bit is 0 are not computed (they keep their starting state: the reset state ``S = 0, ea = 0``,
+  or the carried value), a task whose R outputs are all masked costs one cycle;
 * WG: A = reblocked dY, B = reblocked X, both sparse: a nonzero of A is skipped when the R
   B values it would meet are all zero (column mask of the group).
 
@@ -18,15 +18,28 @@ one task (R accumulators) per beat, tagged with ``(row, grp)``: tasks finish out
 
 Interfaces (all ``amaranth.lib.stream``):
 
-* ``cmd``: ``{op, m, n, use_mask}``; ``CLEAR_A`` empties A, ``CLEAR_B`` zeroes B (both also
-  clear the status), ``RUN`` computes the tile ``m x n`` (K is what was loaded) and pulses
+* ``cmd``: ``{op, m, n, use_mask, carry}``; ``CLEAR_A`` empties A, ``CLEAR_B`` zeroes B (both
+  also clear the status), ``RUN`` computes the tile ``m x n`` (K is what was loaded) and pulses
   ``done`` when its last output beat has been accepted (at once if the status is an error);
 * ``a_in``, ``b_in``: block streams (:mod:`hdl.engine_load`);
 * ``om_in``: output-mask words ``{row, grp, bits}`` (bit r = column ``grp*R + r``);
-* ``o``: ``{row, grp, mant[R], exp[R]}``; columns ``>= n`` come out in the reset state.
+* ``o``: ``{row, grp, mant[R], exp[R]}``; columns ``>= n`` come out in the reset state;
+* carry read port ``carry_en``, ``carry_addr``, ``carry_data``, ``carry_ready``: the mirror of
+  :class:`~hdl.output_path.OutputPath`'s, connected one to one.
+
+**K-segment carry.** A RUN with ``carry = 1`` continues a K chain: every task starts its R
+accumulators from the values the output path holds for ``(row, grp)`` instead of the reset
+state, so a chain of RUNs over K segments equals one :func:`golden.gemm.matmul` over the whole
+K (``init=`` the previous segment's result). Masked outputs, columns ``< n`` of tasks without
+a nonzero block and outputs whose partials are all zero come out with the carried value;
+columns ``>= n`` still come out in the reset state. The dispatcher reads the carry port in the
+cycle it grants a task (one grant, so one read, per cycle) and grants nothing while
+``carry_ready`` is low; the lane takes the data the next cycle into its carry queue. With
+``carry_ready`` high a carry RUN takes exactly the cycles of a ``carry = 0`` RUN.
 
 Performance counters of the last run: ``cycles`` (command to done), ``mac_cycles`` (lane
-cycles that fed a nonzero to the PEs) and ``lane_macs`` (the same, per lane).
+cycles that fed a nonzero to the PEs), ``lane_macs`` (the same, per lane) and
+``macs_nonzero`` (products with both operands nonzero and an enabled output).
 """
 
 import enum as py_enum
@@ -39,6 +52,7 @@ from amaranth.lib.wiring import In, Out
 from .config import BLOCK, EngineConfig
 from .engine_lane import Lane, hdr_layout, out_layout, row_layout, widths
 from .engine_load import ALoader, BLoader, Status, beat_layout
+from .output_path import carry_addr_layout, carry_data_layout
 
 __all__ = ["Engine", "Op", "Status", "cmd_layout", "om_layout"]
 
@@ -54,7 +68,8 @@ class Op(enum.Enum, shape=2):
 def cmd_layout(cfg: EngineConfig):
     """Command payload."""
     w = widths(cfg)
-    return data.StructLayout({"op": Op, "m": w["m"] + 1, "n": w["n"] + 1, "use_mask": 1})
+    return data.StructLayout({"op": Op, "m": w["m"] + 1, "n": w["n"] + 1, "use_mask": 1,
+                               "carry": 1})
 
 
 def om_layout(cfg: EngineConfig):
@@ -94,6 +109,17 @@ class Engine(wiring.Component):
         Counters of the last RUN.
     lane_macs : Out(data.ArrayLayout(32, lanes))
         Per-lane nonzero cycles of the last RUN.
+    macs_nonzero : Out(32)
+        Products of the last RUN with both operands nonzero and an enabled output (mask bit
+        set or no mask, column ``< n``): ``golden.jobs``' ``macs_nonzero`` of the tile.
+    carry_en : Out(1)
+    carry_addr : Out(carry_addr_layout(cfg))
+    carry_data : In(carry_data_layout(cfg))
+    carry_ready : In(1)
+        Carry read port, the mirror of :class:`~hdl.output_path.OutputPath`'s (connect them
+        one to one): with ``carry = 1`` every grant reads its task's accumulators
+        (``carry_en`` with ``carry_addr = {row, grp}``, data used the next cycle); no task is
+        granted while ``carry_ready`` is low.
 
     Raises
     ------
@@ -119,6 +145,11 @@ class Engine(wiring.Component):
             "cycles": Out(32),
             "mac_cycles": Out(32),
             "lane_macs": Out(data.ArrayLayout(32, cfg.lanes)),
+            "macs_nonzero": Out(32),
+            "carry_en": Out(1),
+            "carry_addr": Out(carry_addr_layout(cfg)),
+            "carry_data": In(carry_data_layout(cfg)),
+            "carry_ready": In(1),
         })
 
     @property
@@ -149,6 +180,7 @@ class Engine(wiring.Component):
         run_m = Signal(w["m"] + 1)
         run_n = Signal(w["n"] + 1)
         run_mask = Signal()
+        run_carry = Signal()
         groups = Signal(w["n"] + 1)
         m.d.comb += groups.eq((run_n + R - 1) >> lg)
 
@@ -202,11 +234,13 @@ class Engine(wiring.Component):
             lane = Lane(cfg)
             m.submodules[f"lane{n}"] = lane
             lanes.append(lane)
-            grant = computing & (d_i < run_m) & lane.task_req & ~granted
+            grant = (computing & (d_i < run_m) & lane.task_req & ~granted
+                     & (~run_carry | self.carry_ready))
             granted = granted | grant
             m.d.comb += [
                 lane.task_grant.eq(grant), lane.task_i.eq(d_i), lane.task_g.eq(d_g),
                 lane.n.eq(run_n), lane.use_mask.eq(run_mask),
+                lane.carry.eq(run_carry), lane.carry_data.eq(self.carry_data),
             ]
             for mem, addr, dat in ((a_row, "row_addr", "row_data"), (omask, "om_addr", "om_data"),
                                    (a_hdr, "hdr_addr", "hdr_data"),
@@ -214,6 +248,10 @@ class Engine(wiring.Component):
                                    (a_nz, "nz_addr", "nz_data"), (b_mant, "bm_addr", "bm_data")):
                 rp = mem.read_port()
                 m.d.comb += [rp.addr.eq(getattr(lane, addr)), getattr(lane, dat).eq(rp.data)]
+        # carry: the granted task's accumulators, read at grant time; the lane takes them
+        # the next cycle (the port holds its data until the next read)
+        m.d.comb += [self.carry_en.eq(granted & run_carry),
+                     self.carry_addr.row.eq(d_i), self.carry_addr.grp.eq(d_g)]
         with m.If(granted):
             with m.If(d_g == groups - 1):
                 m.d.sync += [d_g.eq(0), d_i.eq(d_i + 1)]
@@ -248,9 +286,11 @@ class Engine(wiring.Component):
 
         # ---- counters --------------------------------------------------------------------
         macs = sum(lane.mac for lane in lanes)
+        nz_macs = sum(lane.nz_macs for lane in lanes)
         with m.If(~idle):
             m.d.sync += [self.cycles.eq(self.cycles + 1),
-                         self.mac_cycles.eq(self.mac_cycles + macs)]
+                         self.mac_cycles.eq(self.mac_cycles + macs),
+                         self.macs_nonzero.eq(self.macs_nonzero + nz_macs)]
             for n, lane in enumerate(lanes):
                 m.d.sync += self.lane_macs[n].eq(self.lane_macs[n] + lane.mac)
 
@@ -272,8 +312,9 @@ class Engine(wiring.Component):
                             m.d.sync += [status.eq(Status.OK), state.eq(_State.CLEAR_B)]
                         with m.Case(Op.RUN):
                             m.d.sync += [self.cycles.eq(1), self.mac_cycles.eq(0),
+                                         self.macs_nonzero.eq(0),
                                          run_m.eq(c.m), run_n.eq(c.n),
-                                         run_mask.eq(c.use_mask)]
+                                         run_mask.eq(c.use_mask), run_carry.eq(c.carry)]
                             for n in range(L):
                                 m.d.sync += self.lane_macs[n].eq(0)
                             with m.If(err):

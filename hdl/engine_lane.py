@@ -11,8 +11,11 @@ R values ``B[g*R + r, k]``, one product per PE.
 Pipeline (one token per cycle, stalls only at the front):
 
 ``T``   task prefetch: take (i, g) from the dispatcher, read the row table (first header,
-        header count) and the output mask; a task with no block or no enabled output becomes
-        an *empty marker* (it costs one cycle and outputs the reset accumulators).
+        header count) and the output mask; push the task's starting accumulators into the
+        *carry queue* (``carry_data`` with ``carry = 1``, columns ``>= n`` in the reset state;
+        the reset state ``(0, 0)`` with ``carry = 0``); a task with no block or no enabled
+        output becomes an *empty marker* (it costs one cycle and outputs its starting
+        accumulators).
 ``I``   header issue: one header read per cycle, as long as the descriptor queue has room
         (credits count the reads in flight).
 ``P1``  header data; read the B exponents and column mask of (g, kb).
@@ -24,8 +27,13 @@ Pipeline (one token per cycle, stalls only at the front):
 ``R``   the A nonzero and the R B values come out of the buffers.
 ``M1``  R products ``a * b_r`` (8 x 8 bits).
 ``M2``  block partials ``p_r`` (exact); at the block's last nonzero they go to ``A``.
-``A``   :class:`~hdl.pe.AlignUnit` per PE; at the task's last block the R accumulators go to
-        the lane's output queue and restart from the reset state ``(0, 0)``.
+``A``   :class:`~hdl.pe.AlignUnit` per PE; a task's first block starts from the head of the
+        carry queue, the others from the accumulators; at the task's last block the R
+        accumulators go to the lane's output queue and the carry queue is popped.
+
+The carry queue (:func:`carry_queue_depth` entries) covers every task a lane can hold between
+T and A, so it never holds back a grant; ``nz_macs`` counts the nonzero products of enabled
+outputs per cycle (at M1: a product of two nonzero int8 is nonzero).
 
 A task's last token is issued only when the output queue has a free slot (credits), so nothing
 behind the walker ever stalls.
@@ -39,7 +47,8 @@ from amaranth.utils import ceil_log2
 from .config import BLOCK, EngineConfig
 from .pe import ACC_W, EXP_W, P_W, S_W, AlignUnit
 
-__all__ = ["Lane", "hdr_layout", "row_layout", "out_layout", "bexp_layout", "widths"]
+__all__ = ["Lane", "hdr_layout", "row_layout", "out_layout", "bexp_layout", "carry_layout",
+           "carry_queue_depth", "widths"]
 
 
 def widths(cfg: EngineConfig) -> dict:
@@ -81,6 +90,22 @@ def out_layout(cfg):
         "mant": data.ArrayLayout(signed(ACC_W), cfg.rows),
         "exp": data.ArrayLayout(unsigned(EXP_W), cfg.rows),
     })
+
+
+def carry_layout(cfg):
+    """A task's R starting accumulators (bit-identical to the output path's
+    :func:`~hdl.output_path.carry_data_layout`, which cannot be imported here)."""
+    return data.StructLayout({
+        "mant": data.ArrayLayout(signed(ACC_W), cfg.rows),
+        "exp": data.ArrayLayout(unsigned(EXP_W), cfg.rows),
+    })
+
+
+def carry_queue_depth(cfg) -> int:
+    """Entries of a lane's carry queue: the most tasks a lane holds between its task slot and
+    the align stage (T, I, ``desc_depth`` in P1 / P2 / the descriptor queue, W, R, M1, A), so
+    the queue never holds back a grant."""
+    return cfg.desc_depth + 6
 
 
 def _desc_layout(cfg):
@@ -128,8 +153,15 @@ class Lane(wiring.Component):
         Read ports into the shared buffers (synchronous: data one cycle after the address).
     o : Out(stream.Signature(out_layout(cfg)))
         Finished tasks.
+    carry : In(1)
+        Run parameter: tasks start from ``carry_data`` instead of the reset state.
+    carry_data : In(carry_layout(cfg))
+        The granted task's starting accumulators, valid the cycle after ``task_grant``
+        (the engine reads the output path's carry port at grant time).
     mac : Out(1)
         A nonzero entered the PEs this cycle (performance counter).
+    nz_macs : Out(range(R + 1))
+        Nonzero products of enabled outputs formed in the previous cycle (registered).
     busy : Out(1)
         The lane holds work (anything from the task slot to the output queue).
     """
@@ -156,12 +188,15 @@ class Lane(wiring.Component):
             "hdr_data": In(hdr_layout(cfg)),
             "bexp_addr": Out(w["g"] + w["kb"]),
             "bexp_data": In(bexp_layout(cfg)),
+            "carry": In(1),
+            "carry_data": In(carry_layout(cfg)),
             "nz_addr": Out(w["nz"]),
             "nz_data": In(signed(8)),
             "bm_addr": Out(w["g"] + w["kb"] + 4),
             "bm_data": In(data.ArrayLayout(signed(8), r)),
             "o": Out(stream.Signature(out_layout(cfg))),
             "mac": Out(1),
+            "nz_macs": Out(range(r + 1)),
             "busy": Out(1),
         })
 
@@ -186,8 +221,14 @@ class Lane(wiring.Component):
         t_start = Signal(w["hdr"])
         t_count = Signal(w["cnt"])
         t_en = Signal(R)
+        # carry queue: one entry per task, pushed in the cycle after the grant (t_pend, when
+        # the carry data arrives), popped when the task's last token leaves the align stage
+        cq = fifo.SyncFIFO(width=carry_layout(cfg).size, depth=carry_queue_depth(cfg))
+        m.submodules.carry_fifo = cq
+        cq_w = Signal(carry_layout(cfg))
+        m.d.comb += [cq.w_data.eq(cq_w), cq.w_en.eq(t_pend)]
         m.d.comb += [
-            self.task_req.eq(~t_pend & (~t_full | t_take)),
+            self.task_req.eq(~t_pend & (~t_full | t_take) & cq.w_rdy),
             self.row_addr.eq(self.task_i),
             self.om_addr.eq(Cat(self.task_g, self.task_i)),
         ]
@@ -201,6 +242,10 @@ class Lane(wiring.Component):
             m.d.comb += left.eq(self.n - (t_g << (R.bit_length() - 1)))
             colvalid = Cat(left > r for r in range(R))
             om = Mux(self.use_mask, self.om_data, (1 << R) - 1)
+            for r in range(R):  # columns >= n keep the reset state, also with carry
+                keep = self.carry & colvalid[r]
+                m.d.comb += [cq_w.mant[r].eq(Mux(keep, self.carry_data.mant[r], 0)),
+                             cq_w.exp[r].eq(Mux(keep, self.carry_data.exp[r], 0))]
             m.d.sync += [
                 t_pend.eq(0), t_full.eq(1),
                 t_start.eq(self.row_data.start), t_count.eq(self.row_data.count),
@@ -327,6 +372,11 @@ class Lane(wiring.Component):
         for r in range(R):
             m.d.sync += prod[r].eq(Mux(rt.valid & rt.real, self.nz_data * self.bm_data[r], 0))
 
+        # nonzero products of enabled outputs (prod is 0 unless the token is real)
+        nzc = Signal(range(R + 1))
+        m.d.sync += nzc.eq(sum((m1.en[r] & (prod[r] != 0)) for r in range(R)))
+        m.d.comb += self.nz_macs.eq(nzc)
+
         # ---- M2: block partials ---------------------------------------------------------
         pacc = Signal(data.ArrayLayout(signed(P_W), R))
         al = Signal(tok_l)
@@ -348,17 +398,23 @@ class Lane(wiring.Component):
         m.submodules.out_fifo = fifo_o
         ow = Signal(out_layout(cfg))
         m.d.comb += [ow.row.eq(al.i), ow.grp.eq(al.g)]
+        # a task's first token starts from its carry-queue entry (the reset state with
+        # carry = 0), the others from the accumulators
+        fresh = Signal(init=1)
+        head = carry_layout(cfg)(cq.r_data)
+        with m.If(al.valid):
+            m.d.sync += fresh.eq(al.last)
+        m.d.comb += cq.r_en.eq(al.valid & al.last)
         for r in range(R):
             au = AlignUnit()
             m.submodules[f"pe{r}"] = au
             m.d.comb += [
-                au.acc_s.eq(acc_s[r]), au.acc_e.eq(acc_e[r]), au.p.eq(al_p[r]),
+                au.acc_s.eq(Mux(fresh, head.mant[r], acc_s[r])),
+                au.acc_e.eq(Mux(fresh, head.exp[r], acc_e[r])), au.p.eq(al_p[r]),
                 au.s.eq(al.s[r]), au.live.eq(al.valid & al.en[r]),
                 ow.mant[r].eq(au.new_s), ow.exp[r].eq(au.new_e),
             ]
-            with m.If(al.valid & al.last):
-                m.d.sync += [acc_s[r].eq(0), acc_e[r].eq(0)]
-            with m.Else():
+            with m.If(al.valid):
                 m.d.sync += [acc_s[r].eq(au.new_s), acc_e[r].eq(au.new_e)]
         m.d.comb += [
             fifo_o.w_data.eq(ow),
@@ -369,4 +425,5 @@ class Lane(wiring.Component):
         ]
         m.d.comb += self.busy.eq(t_pend | t_full | i_active | p1.valid | p2.valid
                                  | fifo_d.r_rdy | w_valid | (out_cnt != 0))
+        # (the carry queue is empty whenever the rest is: its entries live from T to A)
         return m

@@ -92,9 +92,10 @@ class Packer:
     def om_word(self, word: dict) -> int:
         return self._pack(self.om, word)
 
-    def command(self, op: str, m: int = 0, n: int = 0, use_mask: bool = False) -> int:
+    def command(self, op: str, m: int = 0, n: int = 0, use_mask: bool = False,
+                carry: bool = False) -> int:
         return self._pack(self.cmd, {"op": Op[op].value, "m": m, "n": n,
-                                     "use_mask": int(use_mask)})
+                                     "use_mask": int(use_mask), "carry": int(carry)})
 
     def unpack_out(self, word: int):
         """``(row, grp, mant list, exp list)`` of one output beat."""
