@@ -10,6 +10,19 @@ keeps up to ``max_outstanding`` bursts in flight, and forwards the R beats as th
 straight through (``rready`` is the consumer's ``ready``), so the reader sustains one beat per
 cycle when the memory does.
 
+**Stopping a read.** ``stop`` (a level; an operand stream read inside a byte budget ends before
+the budget does: :class:`hdl.hbm_decoder.HBMDecoder` ``tail``) is looked at while a command runs.
+From the first cycle it is high no further AR burst is issued (``arvalid`` is blocked in that
+same cycle; an address already on the bus, ``arvalid`` high without ``arready`` the cycle
+before, stays until taken, as AXI requires). The beats of bursts already issued are still
+delivered, and the stream still ends with ``last``: the natural final beat if it was requested
+already; else the beat that empties the bursts in flight carries ``last`` (``keep`` all ones) if
+``stop`` is high when it is presented; else (``stop`` rose while that beat was waiting, or after
+it) one extra beat with ``keep = 0`` and ``last = 1`` follows. Then ``done`` as usual, with
+``BUS`` if any delivered beat had an error response. A ``stop`` that stays low changes nothing.
+``stop`` may depend on ``out`` only through registers (``tail`` does). ``beats_read`` counts
+the R handshakes since reset (modulo 2**32), so a top can measure what a command read.
+
 **Writer.** A command ``(addr, length)`` gives a destination and its capacity in bytes; the
 writer then takes beats until ``last`` (the producer does not know the length in advance: an HBM
 stream's size depends on the data). Beats gather in a FIFO of ``2 * max_burst``; a burst is
@@ -27,7 +40,7 @@ rest up to ``last`` and reports ``OVERFLOW``. Each command ends with one ``done`
 its ``error`` code, valid in that cycle.
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -127,6 +140,10 @@ class DMAReader(_DMABase):
     bus_resp : Out(2)
         The first non-OKAY response of the command (valid with ``done``).
     busy : Out(1)
+    stop : In(1)
+        End the running command early (module docstring, "Stopping a read").
+    beats_read : Out(32)
+        R handshakes since reset, modulo 2**32.
     axi : Out(AXI4Signature(addr_width, data_width))
         Only the read channels are driven; the write channels are idle.
     """
@@ -141,8 +158,14 @@ class DMAReader(_DMABase):
             "error": Out(DMAError),
             "bus_resp": Out(2),
             "busy": Out(1),
+            "stop": In(1),
+            "beats_read": Out(32),
             "axi": Out(AXI4Signature(addr_width, data_width)),
         }, addr_width, data_width, max_burst)
+
+    @property
+    def max_outstanding(self):
+        return self._max_outstanding
 
     def elaborate(self, platform):
         m = Module()
@@ -153,19 +176,33 @@ class DMAReader(_DMABase):
 
         ar_addr = Signal(self._addr_width)
         ar_left = Signal(range(max_beats + 1))  # beats still to request
-        r_left = Signal(range(max_beats + 1))  # beats still to deliver
+        r_left = Signal(range(max_beats + 1))  # beats still to deliver (natural end)
         last_keep = Signal(bpb)
         inflight = Signal(range(self._max_outstanding + 1))
+        pending = Signal(range(self._max_outstanding * self._max_burst + 1))  # beats requested,
+        # not yet delivered
+        active = Signal()  # a command runs
+        stopped = Signal()  # stop was seen during this command
+        ar_wait = Signal()  # arvalid was high without arready last cycle: keep it
+        held = Signal()  # out.valid was high without out.ready last cycle: keep last
+        held_last = Signal()
         err = Signal(DMAError)
         resp = Signal(2)
+        beats_read = Signal(32)
 
         m.d.comb += [
-            self.busy.eq(r_left != 0),
-            self.cmd.ready.eq(r_left == 0),
+            self.busy.eq(active),
+            self.cmd.ready.eq(~active),
             self.error.eq(err),
             self.bus_resp.eq(resp),
+            self.beats_read.eq(beats_read),
         ]
         m.d.sync += self.done.eq(0)
+
+        halt = Signal()  # no new burst from this cycle on
+        m.d.comb += halt.eq(active & (stopped | self.stop))
+        with m.If(active & self.stop):
+            m.d.sync += stopped.eq(1)
 
         unused = Signal(range(bpb))  # bytes of the final beat past the end
         m.d.comb += unused.eq(-self.cmd.payload.length[:shift])
@@ -173,45 +210,56 @@ class DMAReader(_DMABase):
             length = self.cmd.payload.length
             addr = self.cmd.payload.addr
             beats = (length + bpb - 1) >> shift
-            m.d.sync += [err.eq(DMAError.OK), resp.eq(Resp.OKAY)]
+            m.d.sync += [err.eq(DMAError.OK), resp.eq(Resp.OKAY), stopped.eq(0)]
             with m.If((length == 0) | (addr[:shift] != 0)):
                 m.d.sync += [self.done.eq(1), err.eq(DMAError.BAD_COMMAND)]
             with m.Else():
                 m.d.sync += [ar_addr.eq(addr), ar_left.eq(beats), r_left.eq(beats),
-                             last_keep.eq(((1 << bpb) - 1) >> unused)]
+                             active.eq(1), last_keep.eq(((1 << bpb) - 1) >> unused)]
 
-        # AR: issue bursts while requests remain and the in-flight limit allows.
+        # AR: issue bursts while requests remain, the in-flight limit allows and no stop.
         n, _ = self._burst_beats(m, ar_addr, ar_left, "ar")
         m.d.comb += [
             axi.arid.eq(0), axi.araddr.eq(ar_addr), axi.arlen.eq(n - 1),
             axi.arsize.eq(shift), axi.arburst.eq(1),  # INCR
-            axi.arvalid.eq((ar_left != 0) & (inflight < self._max_outstanding)),
+            axi.arvalid.eq((ar_left != 0) & (inflight < self._max_outstanding)
+                           & (~halt | ar_wait)),
         ]
         ar_fire = axi.arvalid & axi.arready
-        r_end = axi.rvalid & axi.rready & axi.rlast
+        m.d.sync += ar_wait.eq(axi.arvalid & ~axi.arready)
+        r_fire = axi.rvalid & axi.rready
+        r_end = r_fire & axi.rlast
         with m.If(ar_fire):
             m.d.sync += [ar_addr.eq(ar_addr + (n << shift)), ar_left.eq(ar_left - n)]
         with m.If(ar_fire & ~r_end):
             m.d.sync += inflight.eq(inflight + 1)
         with m.Elif(~ar_fire & r_end):
             m.d.sync += inflight.eq(inflight - 1)
+        m.d.sync += pending.eq(pending + ar_fire * n - r_fire)
 
-        # R: pass beats through to the stream.
-        final = r_left == 1
+        # R: pass beats through to the stream. Stopped with nothing more to come, the beat
+        # that empties the bursts in flight ends the stream, or else an empty extra beat.
+        natural = r_left == 1
+        drained = halt & ~axi.arvalid
+        extra = Signal()
+        m.d.comb += extra.eq(drained & (pending == 0))
+        last_now = natural | (drained & (pending <= 1))
+        last = Signal()
+        m.d.comb += last.eq(held & held_last | ~held & last_now)
         m.d.comb += [
-            self.out.valid.eq(axi.rvalid & (r_left != 0)),
-            self.out.payload.data.eq(axi.rdata),
-            self.out.payload.keep.eq(final.replicate(bpb) & last_keep
-                                     | (~final).replicate(bpb)),
-            self.out.payload.last.eq(final),
-            axi.rready.eq(self.out.ready & (r_left != 0)),
+            self.out.valid.eq(active & (axi.rvalid | extra)),
+            self.out.payload.data.eq(Mux(extra, 0, axi.rdata)),
+            self.out.payload.keep.eq(Mux(extra, 0, Mux(natural, last_keep, (1 << bpb) - 1))),
+            self.out.payload.last.eq(last),
+            axi.rready.eq(self.out.ready & active & ~extra),
         ]
-        with m.If(axi.rvalid & axi.rready):
-            m.d.sync += r_left.eq(r_left - 1)
+        m.d.sync += [held.eq(self.out.valid & ~self.out.ready), held_last.eq(last)]
+        with m.If(r_fire):
+            m.d.sync += [r_left.eq(r_left - 1), beats_read.eq(beats_read + 1)]
             with m.If((axi.rresp != Resp.OKAY) & (err == DMAError.OK)):
                 m.d.sync += [err.eq(DMAError.BUS), resp.eq(axi.rresp)]
-            with m.If(final):
-                m.d.sync += self.done.eq(1)
+        with m.If(self.out.valid & self.out.ready & last):
+            m.d.sync += [self.done.eq(1), active.eq(0), r_left.eq(0), ar_left.eq(0)]
 
         # Write channels idle.
         m.d.comb += [axi.awvalid.eq(0), axi.wvalid.eq(0), axi.bready.eq(1)]

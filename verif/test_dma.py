@@ -23,6 +23,7 @@ class DMAPair(wiring.Component):
             "rd_cmd": In(stream.Signature(cmd)),
             "rd_out": Out(stream.Signature(bus_beat(data_width))),
             "rd_done": Out(1), "rd_error": Out(DMAError), "rd_bus_resp": Out(2),
+            "rd_stop": In(1), "rd_busy": Out(1), "rd_beats_read": Out(32),
             "wr_cmd": In(stream.Signature(cmd)),
             "wr_inp": In(stream.Signature(bus_beat(data_width))),
             "wr_done": Out(1), "wr_error": Out(DMAError), "wr_bus_resp": Out(2),
@@ -38,7 +39,9 @@ class DMAPair(wiring.Component):
         wiring.connect(m, rd.out, wiring.flipped(self.rd_out))
         wiring.connect(m, wiring.flipped(self.wr_cmd), wr.cmd)
         wiring.connect(m, wiring.flipped(self.wr_inp), wr.inp)
-        m.d.comb += [self.rd_done.eq(rd.done), self.rd_error.eq(rd.error),
+        m.d.comb += [rd.stop.eq(self.rd_stop), self.rd_busy.eq(rd.busy),
+                     self.rd_beats_read.eq(rd.beats_read),
+                     self.rd_done.eq(rd.done), self.rd_error.eq(rd.error),
                      self.rd_bus_resp.eq(rd.bus_resp), self.wr_done.eq(wr.done),
                      self.wr_error.eq(wr.error), self.wr_bus_resp.eq(wr.bus_resp),
                      self.wr_written.eq(wr.written)]
