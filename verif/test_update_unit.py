@@ -9,8 +9,9 @@ from amaranth.sim import Simulator
 from golden import update
 from golden.update import SAT, Hyper
 from hdl import update_unit
+from hdl.bfp_converter import BFPConverter
 from hdl.update_unit import UPDATE_IN, UPDATE_OUT, UpdateUnit
-from verif.streams import Pacer, stream_get
+from verif.streams import Pacer, pack_acc_block, stream_get, stream_put, unpack_bfp_block
 
 M32 = (1 << 32) - 1
 
@@ -192,3 +193,46 @@ def test_one_per_cycle_latency_6(rng):
 def test_rejects_parameters(kw, exc):
     with pytest.raises(exc):
         UpdateUnit(**kw)
+
+
+def test_converts_to_rtlil():
+    from amaranth.back import rtlil
+
+    assert "module" in rtlil.convert(UpdateUnit(), name="update_unit")
+
+
+def test_converter_requantizes_the_master(rng):
+    """The unchanged BFP8 converter, fed masters with ea = 250, gives golden.update.requantize:
+    W from 16 masters of a row, W^T from 16 masters of a column."""
+    w = rng.integers(-SAT, SAT, (32, 48), endpoint=True)
+    w = np.where(rng.random(w.shape) < 0.5, rng.integers(-(1 << 22), 1 << 22, w.shape), w)
+    w[0, :16] = 0
+    w[1, :16] = [SAT, -SAT, 1, -1] * 4
+    w[:16, 16] = 3
+    want_w, want_wt = update.requantize(w)
+    ea = [update.MASTER_EA] * 16
+    rows = [w[r, c:c + 16] for r in range(32) for c in range(0, 48, 16)]
+    cols = [w[r:r + 16, c] for c in range(48) for r in range(0, 32, 16)]
+    dut = BFPConverter()
+    words = [pack_acc_block(b.tolist(), ea) for b in rows + cols]
+    result = {}
+
+    async def put(ctx):
+        await stream_put(ctx, dut.i, words)
+
+    async def get(ctx):
+        result["out"] = await stream_get(ctx, dut.o, len(words), Pacer(rng, 0.2))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(put)
+    sim.add_testbench(get)
+    sim.run()
+    blocks = [unpack_bfp_block(x) for x in result["out"][0]]
+    e = np.array([b[0] for b in blocks], np.uint8)
+    m = np.stack([b[1] for b in blocks]).astype(np.int8)
+    n = len(rows)
+    assert np.array_equal(e[:n].reshape(32, 3), want_w.exponents)
+    assert np.array_equal(m[:n].reshape(32, 48), want_w.mantissas)
+    assert np.array_equal(e[n:].reshape(48, 2), want_wt.exponents)
+    assert np.array_equal(m[n:].reshape(48, 32), want_wt.mantissas)
