@@ -10,7 +10,7 @@ Bit-exact with ``golden.update.update_records`` (the spec is that module's docst
 4. ``w' = sat(w - rne(lr.mant * v', lr.shift + frac_v - frac_w))``;
 
 with ``sat`` the clamp to ``[-(2**31 - 1), 2**31 - 1]`` (nothing wraps) and ``rne(x, r)`` =
-``x * 2**-r`` rounded half to even. Defaults: ``frac_w = frac_v = 24`` (Q7.24 master and
+``x * 2**-r`` rounded half to even. Defaults: ``frac_w = frac_v = 24`` (Q8.24 master and
 velocity, ``golden.update.W_FRAC`` / ``V_FRAC``).
 
 Rounding shift in hardware (:func:`_rne`): ``x`` is extended by one zero bit below its LSB and
