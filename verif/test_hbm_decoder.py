@@ -304,7 +304,9 @@ def test_cmd_layout():
     assert decoder_cmd_layout() is DECODER_CMD
     assert (DECODER_CMD["blocks"].offset, DECODER_CMD["blocks"].shape.width) == (0, 32)
     assert (DECODER_CMD["budget"].offset, DECODER_CMD["budget"].shape.width) == (32, 1)
-    assert HBMDecoder(64).cmd.payload.shape() == DECODER_CMD
+    dut = HBMDecoder(64)
+    assert dut.cmd.payload.shape() == DECODER_CMD
+    Fragment.get(dut, None)
 
 
 def garbage(rng, kind=None):
