@@ -181,6 +181,7 @@ class ErrorCode(enum.IntEnum):
     BAD_CHAIN = 7  #: CARRY without a matching KEEP, a KEEP not followed by its CARRY
     UNSUPPORTED = 8  #: UPDATE (the on-chip weight update is not defined yet)
     BUS_ERROR = 9  #: SLVERR or DECERR on a read or write
+    INTERNAL = 10  #: hardware only: a unit failed on a checked descriptor (a design bug)
 
 
 class JobError(Exception):
@@ -253,12 +254,16 @@ class JobResult:
         ``stats_addr != 0``).
     completed : int
         Descriptors run to their end, NOPs included (the ``done_count`` register).
+    bytes_written : int
+        DRAM bytes the job stored (outputs up to their capacities, statistics records): the
+        ``bytes_written`` register.
     """
     code: ErrorCode
     index: int
     detail: str = ""
     records: list = field(default_factory=list)
     completed: int = 0
+    bytes_written: int = 0
 
     @property
     def ok(self) -> bool:
@@ -368,6 +373,7 @@ class _Executor:
         self.max_m, self.max_n, self.max_kb = limits(cfg)
         self.faults = [(int(lo), int(hi)) for lo, hi in (faults or ())]
         self.pending = None  # (index, m, n, Accumulator) of a KEEP tile
+        self.written = 0  # bytes stored
 
     def _touch(self, addr, n, what):
         for lo, hi in self.faults:
@@ -407,6 +413,7 @@ class _Executor:
         n = min(len(data), cap)
         self._touch(addr, n, what)
         self.dram[addr:addr + n] = data[:n]
+        self.written += n
         return n
 
     def run(self, desc_base, count):
@@ -416,15 +423,16 @@ class _Executor:
                 rec = self.descriptor(i, desc_base + i * DESC_BYTES)
             except _Fail as f:
                 self.pending = None
-                return JobResult(f.code, i, f.detail, records, i)
+                return JobResult(f.code, i, f.detail, records, i, self.written)
             if rec is not None:
                 records.append(rec)
         if self.pending is not None:
             idx = self.pending[0]
             self.pending = None
             return JobResult(ErrorCode.BAD_CHAIN, idx,
-                             f"the job ends with descriptor {idx}'s KEEP pending", records, count)
-        return JobResult(ErrorCode.OK, count, "", records, count)
+                             f"the job ends with descriptor {idx}'s KEEP pending", records, count,
+                             self.written)
+        return JobResult(ErrorCode.OK, count, "", records, count, self.written)
 
     def descriptor(self, index, at):
         self._region("descriptor", at, DESC_BYTES)

@@ -10,11 +10,17 @@ ends; then ``status.done`` (success) or ``status.error`` is set (sticky, write 1
 ``err_code`` holds the :class:`golden.jobs.ErrorCode` of the last job (0 on success) and
 ``err_index`` the failing descriptor (``desc_count`` on success), ``done_count`` the
 descriptors completed. A ``start`` while busy is ignored and sets ``status.overrun``.
+``irq`` is high while ``irq_enable`` is set and ``status.done`` or ``status.error`` is.
+
+Counters (``cycles`` ... ``filt_filtered_zeros``) restart at each ``start`` and hold the last
+job's totals. ``config0``/``config1`` tell the host the engine's limits. The golden model
+(:class:`runtime.transport.GoldenTransport`) computes every counter except the timing ones and
+``bytes_read`` (:data:`HW_ONLY`), which depend on the hardware's bursts and read 0 there.
 """
 
 from hdl.regmap import Field, Register, RegisterMap
 
-__all__ = ["JOB_REGS", "DOC", "registers_markdown"]
+__all__ = ["JOB_REGS", "HW_ONLY", "DOC", "registers_markdown"]
 
 JOB_REGS = RegisterMap("Accelerator job registers", [
     Register("ctrl", 0x00, [Field("start", 1, "w1p", "start the job at desc_base")],
@@ -40,7 +46,53 @@ JOB_REGS = RegisterMap("Accelerator job registers", [
     Register("done_count", 0x1C, [Field("count", 32, "ro",
                                         "descriptors completed by the last job")],
              "progress"),
+    Register("irq_enable", 0x20, [Field("enable", 1, "rw",
+                                        "drive irq while status.done or status.error is set")],
+             "interrupt enable"),
+    Register("config0", 0x24, [Field("max_m", 16, "ro", "largest tile m"),
+                               Field("max_n", 16, "ro", "largest tile n")],
+             "engine configuration"),
+    Register("config1", 0x28, [Field("max_kblocks", 16, "ro", "largest tile kblocks"),
+                               Field("rows", 8, "ro", "PE rows per lane (R)"),
+                               Field("lanes", 8, "ro", "lanes (L)")],
+             "engine configuration"),
+    Register("cycles", 0x2C, [Field("count", 32, "ro", "clock cycles of the last job")],
+             "counter (last job; hardware only)"),
+    Register("cycles_fp", 0x30, [Field("count", 32, "ro", "cycles of FP descriptors")],
+             "counter (last job; hardware only)"),
+    Register("cycles_bp", 0x34, [Field("count", 32, "ro", "cycles of BP descriptors")],
+             "counter (last job; hardware only)"),
+    Register("cycles_wg", 0x38, [Field("count", 32, "ro", "cycles of WG descriptors")],
+             "counter (last job; hardware only)"),
+    Register("macs_done_lo", 0x3C, [Field("count", 32, "ro", "MACs with both operands "
+                                          "nonzero (sum of macs_nonzero), bits 31:0")],
+             "counter (last job)"),
+    Register("macs_done_hi", 0x40, [Field("count", 32, "ro", "bits 63:32")],
+             "counter (last job)"),
+    Register("macs_dense_lo", 0x44, [Field("count", 32, "ro", "MACs of the dense tiles "
+                                           "(sum of macs_dense), bits 31:0; skipped = dense "
+                                           "- done")],
+             "counter (last job)"),
+    Register("macs_dense_hi", 0x48, [Field("count", 32, "ro", "bits 63:32")],
+             "counter (last job)"),
+    Register("bytes_read", 0x4C, [Field("count", 32, "ro", "DRAM bytes read (AXI R beats x "
+                                        "bus bytes)")],
+             "counter (last job; hardware only)"),
+    Register("bytes_written", 0x50, [Field("count", 32, "ro", "DRAM bytes written (strobed "
+                                           "bytes of AXI W beats)")],
+             "counter (last job)"),
+    Register("filt_values", 0x54, [Field("count", 32, "ro", "values the filter saw (sum of "
+                                         "the records' values)")],
+             "counter (last job)"),
+    Register("filt_zeros", 0x58, [Field("count", 32, "ro", "zeros before the filter")],
+             "counter (last job)"),
+    Register("filt_filtered_zeros", 0x5C, [Field("count", 32, "ro",
+                                                 "zeros after the filter")],
+             "counter (last job)"),
 ])
+
+#: counters the golden model does not produce (timing and read traffic); GoldenTransport reads 0
+HW_ONLY = ("cycles", "cycles_fp", "cycles_bp", "cycles_wg", "bytes_read")
 
 
 DOC = "docs/registers.md"  #: where the generated documentation lives (repository-relative)

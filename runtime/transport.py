@@ -105,6 +105,9 @@ class GoldenTransport(Transport):
         self.faults = list(faults)
         self.jobs = []
         self._regs = {r.name: r.reset for r in JOB_REGS}
+        self._set("config0", max_m=cfg.max_m, max_n=cfg.max_n)
+        self._set("config1", max_kblocks=cfg.max_k // 16, rows=getattr(cfg, "rows", 0),
+                  lanes=getattr(cfg, "lanes", 0))
         self._pending = None  # (desc_base, count) of a started job
         self._countdown = 0
 
@@ -170,6 +173,17 @@ class GoldenTransport(Transport):
         self._set("err_code", code=int(res.code))
         self._set("err_index", index=res.index)
         self._set("done_count", count=res.completed)
+        recs = res.records
+        mask = (1 << 32) - 1
+        done = sum(r.macs_nonzero for r in recs)
+        dense = sum(r.macs_dense for r in recs)
+        for name, v in (("macs_done_lo", done & mask), ("macs_done_hi", (done >> 32) & mask),
+                        ("macs_dense_lo", dense & mask), ("macs_dense_hi", (dense >> 32) & mask),
+                        ("bytes_written", res.bytes_written & mask),
+                        ("filt_values", sum(r.values for r in recs) & mask),
+                        ("filt_zeros", sum(r.zeros for r in recs) & mask),
+                        ("filt_filtered_zeros", sum(r.filtered_zeros for r in recs) & mask)):
+            self._set(name, count=v)
         self._set("status", busy=0, done=int(res.ok), error=int(not res.ok))
 
     # ---- DRAM space

@@ -12,7 +12,7 @@ from hdl.config import get_config
 from hdl.descriptor import DESC_BYTES, Flag, Op, pack
 from runtime.driver import Accelerator, train_step
 from runtime.image import MLPStep
-from runtime.regs import JOB_REGS
+from runtime.regs import HW_ONLY, JOB_REGS
 from runtime.transport import GoldenTransport, Transport, TransportError
 
 
@@ -28,8 +28,12 @@ def _nop_job(tr, base=0x100, count=3):
 
 
 def test_job_registers_map():
-    assert [r.name for r in JOB_REGS] == ["ctrl", "status", "desc_base", "desc_count",
-                                          "err_code", "err_index", "dram_size", "done_count"]
+    assert [r.name for r in JOB_REGS][:8] == ["ctrl", "status", "desc_base", "desc_count",
+                                              "err_code", "err_index", "dram_size",
+                                              "done_count"]
+    offsets = [r.offset for r in JOB_REGS]
+    assert offsets == list(range(0, 4 * len(offsets), 4))  # dense, no overlap
+    assert set(HW_ONLY) < {r.name for r in JOB_REGS}
     assert JOB_REGS["status"].pack(busy=1, done=1, error=1, overrun=1) == 0xF
     assert "| `0x018` | `dram_size` |" in JOB_REGS.markdown()
 
@@ -77,8 +81,8 @@ def test_transport_errors_and_timeout():
     tr = GoldenTransport(get_config("tiny"), 256)
 
     async def body():
-        with pytest.raises(TransportError, match=r"No CSR at 0x40 \(SLVERR\)"):
-            await tr.read32(0x40)
+        with pytest.raises(TransportError, match=r"No CSR at 0x400 \(SLVERR\)"):
+            await tr.read32(0x400)
         with pytest.raises(TransportError, match="is not a multiple of 4"):
             await tr.write32(0x2, 0)
         with pytest.raises(TransportError, match="outside the 0x100 bytes of memory"):

@@ -17,12 +17,14 @@ class FaultyAxiRam(AxiRam):
 
     AxiRam itself wraps addresses modulo its size; here an access at or above ``limit`` fails
     (the burst still completes, with ``SLVERR`` on the failing beats / in ``BRESP``), which is
-    how the benches inject bus errors.
+    how the benches inject bus errors. ``faults`` (a list of byte ranges ``(lo, hi)``, which
+    tests may change at any time) fails the accesses that touch them in the same way.
     """
 
     def __init__(self, dut, prefix, size, limit=None, **kwargs):
         super().__init__(AxiBus.from_prefix(dut, prefix), dut.clk, dut.rst, size=size, **kwargs)
         self.limit = size if limit is None else limit
+        self.faults = []
         for iface in (self.read_if, self.write_if):
             self._guard(iface)
 
@@ -31,18 +33,23 @@ class FaultyAxiRam(AxiRam):
             inner_read = iface._read
 
             async def _read(address, length):
-                if address + length > self.limit:
-                    raise ValueError(f"read at {address:#x} beyond {self.limit:#x}")
+                self._check(address, length)
                 return await inner_read(address, length)
             iface._read = _read
         if hasattr(iface, "_write"):
             inner_write = iface._write
 
             async def _write(address, data):
-                if address + len(data) > self.limit:
-                    raise ValueError(f"write at {address:#x} beyond {self.limit:#x}")
+                self._check(address, len(data))
                 return await inner_write(address, data)
             iface._write = _write
+
+    def _check(self, address, length):
+        if address + length > self.limit:
+            raise ValueError(f"access at {address:#x} beyond {self.limit:#x}")
+        for lo, hi in self.faults:
+            if address < hi and lo < address + length:
+                raise ValueError(f"access at {address:#x} touches the fault [{lo:#x}, {hi:#x})")
 
     def set_pacing(self, prob, seed=1):
         """Random pauses with probability ``prob`` on all five channels (0 turns them off)."""
