@@ -172,6 +172,7 @@ def run_amaranth(cfg, a, b, out_mask=None, *, n_runs=1):
         res["status"] = ctx.get(dut.status)
         res["cycles"] = ctx.get(dut.cycles)
         res["mac_cycles"] = ctx.get(dut.mac_cycles)
+        res["macs_nonzero"] = ctx.get(dut.macs_nonzero)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -206,6 +207,8 @@ def test_engine_amaranth_sim(phase, rng):
     res = run_amaranth(cfg, a, b, out_mask)
     assert res["status"] == Status.OK
     check(cfg, res, a, b, out_mask)
+    both = (a.mantissas != 0).astype(int) @ (b.mantissas != 0).astype(int).T
+    assert res["macs_nonzero"] == (both[out_mask] if out_mask is not None else both).sum()
 
 
 def _dense(rng, rows, k):

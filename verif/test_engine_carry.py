@@ -232,7 +232,7 @@ def test_carry_costs_no_cycles(rng):
     matmul(a, b, init=matmul(a, b))."""
     cfg = get_config("tiny")
     bench = _Bench(cfg)
-    cases = [(16, 16, 0.0, 0.0), (16, 16, 0.97, 0.1), (11, 7, 0.5, 0.9)]
+    cases = [(6, 16, 0.0, 0.0), (16, 16, 0.97, 0.1), (11, 7, 0.5, 0.9)]
     cycles = []
 
     async def body(ctx):
@@ -280,6 +280,7 @@ def test_carry_ready_low_stalls(rng):
     assert not any(cen for hold, cen in held if hold), "carry read while not ready"
     assert sum(cen for _, cen in held) == m * -(-n // cfg.rows)
     first = [c for c, (_, cen) in enumerate(held) if cen][0]
-    assert first == 40, "the first grant waits for carry_ready"
+    assert first == min(c for c in range(40, 4000) if not plan(c)), \
+        "the first grant comes in the first cycle carry_ready is high"
     ref_first = [c for c, (_, cen) in enumerate(bench.traces[1]) if cen][0]
     assert runs[3] >= runs[1] + 40 - ref_first, runs
