@@ -9,7 +9,9 @@
   here from the protocol table (a fake serial port).
 """
 
+import asyncio
 import random
+import struct
 
 import pytest
 from amaranth import Module
@@ -245,3 +247,222 @@ def test_bridge_verilator(seed):
     run_cocotb(BridgeBench(div, mem, tmo, fifo), name="uart_bridge_bench",
                test_module="verif.cocotb.uart_bridge_tb", test_id="uart_bridge", seed=seed,
                extra_env={"DIV": div, "MEM": mem, "TIMEOUT_BYTES": tmo, "FIFO": fifo})
+
+
+# ------------------------------------------------- SerialTransport against a protocol model
+
+class BridgeModel:
+    """The bridge protocol as the table in docs/architecture.md states it, byte by byte.
+
+    ``csrs`` maps addresses to values (others answer SLVERR); ``mem`` is ``size`` bytes (beats
+    at or beyond it answer SLVERR, reads return 0 there). ``silence()`` is the bridge's timeout:
+    a partial command is dropped with the timeout status.
+    """
+
+    HDR = {0x00: 0, 0x01: 4, 0x02: 8, 0x03: 6, 0x04: 6, 0x05: 0}
+
+    def __init__(self, size, csrs):
+        self.mem = bytearray(size)
+        self.csrs = dict(csrs)
+        self.irq = 0
+        self.out = bytearray()
+        self.buf = bytearray()  # the command being received
+        self.commands = []
+
+    def _need(self):
+        """Bytes the pending command needs in total (None: unknown yet)."""
+        if not self.buf:
+            return None
+        c = self.buf[0]
+        if c not in self.HDR:
+            return 1
+        n = 1 + self.HDR[c]
+        if c == 0x04 and len(self.buf) >= 7:
+            n += struct.unpack_from("<H", self.buf, 5)[0]
+        return n
+
+    def feed(self, data):
+        for b in data:
+            self.buf.append(b)
+            if len(self.buf) == self._need() or (self.buf[0] == 0x04 and len(self.buf) == 7
+                                                  and self._need() == 7):
+                self._run(bytes(self.buf))
+                self.buf.clear()
+
+    def silence(self):
+        if self.buf:
+            self.buf.clear()
+            self.out.append(0x12)
+
+    def _beat(self, a):
+        return a + 8 <= len(self.mem)
+
+    def _run(self, cmd):
+        c = cmd[0]
+        self.commands.append(c)
+        if c not in self.HDR:
+            self.out.append(0x10)
+        elif c == 0x00:
+            self.out += b"\xa5\x00"
+        elif c == 0x05:
+            self.out += bytes([self.irq, 0])
+        elif c in (0x01, 0x02):
+            addr = struct.unpack_from("<I", cmd, 1)[0]
+            if addr % 4 or addr >= 4096:
+                self.out += (bytes(4) if c == 0x01 else b"") + b"\x11"
+            elif addr not in self.csrs:
+                self.out += (bytes(4) if c == 0x01 else b"") + b"\x02"
+            elif c == 0x01:
+                self.out += struct.pack("<IB", self.csrs[addr], 0)
+            else:
+                self.csrs[addr] = struct.unpack_from("<I", cmd, 5)[0]
+                self.out.append(0)
+        else:
+            addr, n = struct.unpack_from("<IH", cmd, 1)
+            bad = addr % 8 or n % 8 or addr + n > 1 << 32
+            st = 0x11 if bad else 0
+            if c == 0x03:
+                data = bytearray(n)
+                for a in range(addr, addr + n, 8):
+                    if not bad:
+                        if self._beat(a):
+                            data[a - addr:a - addr + 8] = self.mem[a:a + 8]
+                        elif st == 0:
+                            st = 0x02
+                self.out += data + bytes([st])
+            else:
+                payload = cmd[7:]
+                if not bad:
+                    for a in range(addr, addr + n, 8):
+                        if self._beat(a):
+                            self.mem[a:a + 8] = payload[a - addr:a - addr + 8]
+                        elif st == 0:
+                            st = 0x02
+                self.out.append(st)
+
+
+class FakeSerial:
+    """A serial port wired to a BridgeModel. ``drop_tx`` / ``drop_rx``: indices (counted over
+    the whole session) of bytes lost on the way to / from the bridge."""
+
+    def __init__(self, model, drop_tx=(), drop_rx=()):
+        self.model = model
+        self.drop_tx, self.drop_rx = set(drop_tx), set(drop_rx)
+        self.n_tx = self.n_rx = 0
+        self.resets = 0
+
+    def write(self, data):
+        for b in bytes(data):
+            if self.n_tx not in self.drop_tx:
+                self.model.feed([b])
+            self.n_tx += 1
+        return len(data)
+
+    def read(self, n):
+        if len(self.model.out) < n:
+            self.model.silence()  # the host waits: the line is quiet, the bridge times out
+        out = bytearray()
+        while self.model.out and len(out) < n:
+            b = self.model.out.pop(0)
+            if self.n_rx not in self.drop_rx:
+                out.append(b)
+            self.n_rx += 1
+        return bytes(out)
+
+    @property
+    def in_waiting(self):
+        return len(self.model.out)
+
+    def reset_input_buffer(self):
+        self.resets += 1
+        self.model.out.clear()
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_serial_transport_csr_and_memory(seed):
+    from runtime.serial_transport import SerialTransport
+    from runtime.transport import TransportError
+
+    rng = random.Random(seed)
+    model = BridgeModel(1024, {0x0: 7, 0x4: 0, 0x10: 0xFFFF_FFFF})
+    t = SerialTransport(FakeSerial(model), chunk=64, resync_wait=0)
+    t.ping()
+    assert _run(t.read32(0x0)) == 7
+    _run(t.write32(0x4, 0x12345678))
+    assert model.csrs[0x4] == 0x12345678 and _run(t.read32(0x4)) == 0x12345678
+    with pytest.raises(TransportError, match=r"^CSR read at 0x8: bridge status SLVERR$"):
+        _run(t.read32(0x8))
+    with pytest.raises(TransportError, match=r"^CSR write at 0xc: bridge status SLVERR$"):
+        _run(t.write32(0xC, 1))
+    with pytest.raises(TransportError, match=r"is not a multiple of 4 below 0x1000"):
+        _run(t.read32(0x2))
+    with pytest.raises(TransportError, match=r"is not a multiple of 4 below 0x1000"):
+        _run(t.write32(0x1000, 1))
+    ref = bytearray(1024)
+    for _ in range(40):  # any address and length, across chunk boundaries
+        n = rng.randrange(0, 200)
+        a = rng.randrange(0, 1024 - n + 1)
+        data = rng.randbytes(n)
+        _run(t.write_mem(a, data))
+        ref[a:a + n] = data
+        assert model.mem == ref
+        n = rng.randrange(0, 200)
+        a = rng.randrange(0, 1024 - n + 1)
+        assert _run(t.read_mem(a, n)) == bytes(ref[a:a + n])
+    assert not model.out
+    with pytest.raises(TransportError, match=r"^memory read of 16 bytes at 0x3f8: bridge status "
+                                             r"SLVERR$"):
+        _run(t.read_mem(1020, 8))
+    with pytest.raises(TransportError, match=r"bridge status SLVERR$"):
+        _run(t.write_mem(1016, bytes(16)))
+    assert model.mem[1016:1024] == bytes(8)  # the beat inside was written
+    with pytest.raises(TransportError, match=r"outside the 32-bit address space"):
+        _run(t.read_mem(0xFFFF_FFF0, 32))
+    model.irq = 1
+    assert t.irq() and t.flags() == 1
+    assert model.commands.count(0x10) == 0 and model.buf == b""
+
+
+def test_serial_transport_resynchronizes():
+    """A byte lost on the way to the bridge ends in the bridge's timeout status, a byte lost
+    on the way back in a host timeout; both raise TransportError, and the next access works
+    after a resynchronization (drain, wait, ping)."""
+    from runtime.serial_transport import SerialTransport
+    from runtime.transport import TransportError
+
+    model = BridgeModel(256, {0x0: 0xAB})
+    # byte 3 (inside the CSR read's address) is lost
+    port = FakeSerial(model, drop_tx={3})
+    t = SerialTransport(port, resync_wait=0)
+    with pytest.raises(TransportError, match=r"^CSR read at 0x0: timed out after 1 of 5 response "
+                                             r"bytes \(the bridge answered TIMEOUT\)$"):
+        _run(t.read32(0x0))
+    assert _run(t.read32(0x0)) == 0xAB
+    assert port.resets >= 1 and model.commands[-2:] == [0x00, 0x01]  # a ping, then the read
+    # a response byte lost: the host sees too few bytes
+    port.drop_rx = {port.n_rx + 2}
+    with pytest.raises(TransportError, match=r"^memory read of 8 bytes at 0x0: timed out after "
+                                             r"8 of 9 response bytes$"):
+        _run(t.read_mem(0, 8))
+    _run(t.write_mem(8, b"12345678"))
+    assert _run(t.read_mem(8, 8)) == b"12345678"
+    # garbage on the line: an unknown command byte answers BAD_COMMAND, which is waiting when
+    # the next command starts: the transport resynchronizes first
+    port.write(b"\x77")
+    resets = port.resets
+    assert _run(t.read32(0x0)) == 0xAB
+    assert port.resets > resets and model.commands[-3:] == [0x77, 0x00, 0x01]
+
+
+def test_serial_transport_parameters():
+    from runtime.serial_transport import SerialTransport
+
+    with pytest.raises(ValueError, match=r"^Chunk must be a multiple of 8 from 8 to 65528, "
+                                         r"not 12$"):
+        SerialTransport(FakeSerial(BridgeModel(8, {})), chunk=12)
+    with pytest.raises(TypeError, match=r"^Port must be a serial port name or an object with "
+                                        r"read and write"):
+        SerialTransport(42)
