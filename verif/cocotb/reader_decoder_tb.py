@@ -78,7 +78,7 @@ async def budget_reads(dut, prob):
         if n % 7 == 5 and data:  # a corrupted stream: whatever golden says
             data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
         budget = max(budget, 1)
-        addr = int(rng.integers(0, (MEM - budget) // BPB)) * BPB
+        addr = int(rng.integers(0, (MEM - max(budget, len(data))) // BPB)) * BPB
         image = rng.integers(0, 256, MEM, dtype=np.uint8)
         image[addr:addr + len(data)] = np.frombuffer(bytes(data), np.uint8)
         ram.write(0, image.tobytes())
