@@ -24,7 +24,7 @@ def test_parameters_validated():
 
 @pytest.mark.parametrize("config,sizes,batch,steps", [
     ("tiny", "32,16,10", 16, 2),  # 16 x 16 tiles: K chains (CARRY/KEEP) everywhere
-    ("small", "64,32,10", 32, 2),
+    pytest.param("small", "64,32,10", 32, 2, marks=pytest.mark.slow),  # ~8 min, build included
 ])
 def test_system(config, sizes, batch, steps, seed):
     run_cocotb(Accelerator(get_config(config)), name="accelerator",
