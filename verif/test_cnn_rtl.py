@@ -1,0 +1,22 @@
+"""CNN training-step jobs (runtime.cnn: the conv RAW pass, the masked CARRY selection pass
+with RELU and FILTER, host im2col and pooling routing between jobs) on the accelerator top
+under Verilator, every DRAM byte and counter equal to the golden job executor after each job
+(verif/cocotb/cnn_tb.py)."""
+
+import pytest
+
+from hdl.accelerator import Accelerator
+from hdl.config import get_config
+from verif.harness import run_cocotb
+
+
+# jobs: the first jobs of CNNStep.job_order to run (0: the whole step). fp0 + sel0 (the conv
+# RAW pass and the selection pass) take ~4 minutes with the build; the whole tiny step is
+# ~10x the simulated cycles.
+@pytest.mark.slow
+@pytest.mark.parametrize("config,jobs", [("tiny", 2)])
+def test_cnn_jobs_on_rtl(config, jobs, seed):
+    run_cocotb(Accelerator(get_config(config)), name="accelerator",
+               test_module="verif.cocotb.cnn_tb", test_id=f"accelerator-cnn-{config}",
+               seed=seed, extra_env={"CONFIG": config, "BATCH": 16, "JOBS": jobs,
+                                     "PACING": 0.2})
