@@ -36,9 +36,9 @@ host's, as in :mod:`runtime.image`. ``bp{L-1}``: WG (``dw{L-1}``) and BP masked 
 the error ``e{l}`` back through the pooling (to the argmax pixel), applies relu' from ``z{l}``,
 converts (:func:`golden.bfp.quantize_exact`, ``golden.nn.Numerics.convert``) into ``dy{l}``
 and, for ``l > 0``, writes the BP operand ``dc{l}`` (im2col of ``dy{l}`` padded by
-``k - 1 - padding``); ``bp{l}``: WG (``A = dy{l}``, ``B = c{0}`` or ``cs{l}``) and, for
-``l > 0``, BP with the flipped weights ``wt{l}``, masked by ``y{l-1}``, ``FILTER``:
-``e{l-1}``.
+``k - 1 - padding``); ``bp{l}``: WG (``A = dy{l}``, ``B = c0`` for ``l = 0``, else
+``cs{l}``) and, for ``l > 0``, BP with the flipped weights ``wt{l}``, masked by ``y{l-1}``,
+``FILTER``: ``e{l-1}``.
 
 Layout and tiling are those of :class:`runtime.image.MLPStep` (row tiles ``R_t``, column tiles
 ``C_t``, one stream per tile, dense capacities as budgets, one statistics record per
