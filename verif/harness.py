@@ -59,7 +59,7 @@ def _safe(name: str) -> str:
 
 def run_cocotb(component, *, name: str, test_module: str, test_id: str,
                seed: int | None = None, extra_env: dict | None = None,
-               testcase: str | None = None, build_args=()) -> Path:
+               testcase: str | None = None, build_args=(), cxx_opt: str | None = None) -> Path:
     """Elaborate ``component`` as Verilog module ``name`` and run ``test_module`` against it.
 
     Parameters
@@ -76,6 +76,10 @@ def run_cocotb(component, *, name: str, test_module: str, test_id: str,
         cocotb random seed (also exported as ``SEED`` to the testbench).
     extra_env : dict, optional
         Extra environment for the testbench (stimulus parameters).
+    cxx_opt : str, optional
+        C++ optimization flag for the Verilated model (Verilator's ``OPT_FAST``,
+        ``OPT_SLOW`` and ``OPT_GLOBAL``; its default is ``-Os``). ``-O0`` builds a large design
+        several times faster, for runs short enough that the build dominates.
 
     Returns
     -------
@@ -93,15 +97,24 @@ def run_cocotb(component, *, name: str, test_module: str, test_id: str,
         src.write_text(text)
     waves = os.environ.get("WAVES", "0") not in ("", "0")
     runner = get_runner("verilator")
-    runner.build(
-        sources=[src],
-        hdl_toplevel=name,
-        build_dir=build_dir,
-        build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
-                    "-Wno-CASEINCOMPLETE", *build_args],
-        timescale=("1ns", "1ps"),
-        waves=waves,
-    )
+    saved = os.environ.get("MAKEFLAGS", "")
+    if cxx_opt is not None:
+        if not re.fullmatch(r"-O[0-3sg]", cxx_opt):
+            raise ValueError(f"cxx_opt must be a -O flag such as -O0 or -Os, not {cxx_opt!r}")
+        os.environ["MAKEFLAGS"] = (f"{saved} OPT_FAST={cxx_opt} OPT_SLOW={cxx_opt} "
+                                   f"OPT_GLOBAL={cxx_opt}").strip()
+    try:
+        runner.build(
+            sources=[src],
+            hdl_toplevel=name,
+            build_dir=build_dir,
+            build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
+                        "-Wno-CASEINCOMPLETE", *build_args],
+            timescale=("1ns", "1ps"),
+            waves=waves,
+        )
+    finally:
+        os.environ["MAKEFLAGS"] = saved
     env = {k: str(v) for k, v in (extra_env or {}).items()}
     if seed is not None:
         env["SEED"] = str(seed)

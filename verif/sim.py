@@ -99,6 +99,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="default", choices=sorted(CONFIGS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=BUILD / "sim" / "summary.json")
+    p.add_argument("--cxx-opt", default="-O0",
+                   help="C++ optimization of the Verilated model (default -O0: the build "
+                        "dominates a few steps; -Os for long runs)")
     a = p.parse_args(argv)
     if a.steps < 1:
         p.error(f"--steps must be at least 1, not {a.steps}")
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
     try:
         run_cocotb(Accelerator(get_config(a.config)), name="accelerator",
                    test_module="verif.cocotb.sim_tb", test_id=f"sim-{a.config}", seed=a.seed,
-                   extra_env={"CONFIG": a.config, "STEPS": a.steps, "OUT": raw_path.resolve()})
+                   extra_env={"CONFIG": a.config, "STEPS": a.steps, "OUT": raw_path.resolve()},
+                   cxx_opt=a.cxx_opt)
         failed = None
     except Exception as exc:  # the bench failed: still summarize what it wrote
         failed = exc
