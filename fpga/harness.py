@@ -1,7 +1,9 @@
 """A few-pin FPGA harness around the GEMM engine that keeps every cell alive.
 
-Until the accelerator's full top exists, the engine is built inside this harness: all input
-ports (streams' payloads and valids, the output ready) are driven from one long shift register
+The engine alone is built inside this harness (the ``engine`` builds of ``fpga.build``, and
+what the iCE40 target builds since the full accelerator does not fit the UP5K): all input
+ports (streams' payloads and valids, the output ready, the K-segment carry port's
+``carry_data`` and ``carry_ready``) are driven from one long shift register
 fed by the ``sdi`` pin, and every output bit is XOR-folded into an 8-bit register on the
 ``sdo`` pins. Nothing is constant and every output bit reaches a pin, so synthesis cannot
 remove any logic of the engine; the cell counts are those of the engine plus the shift
@@ -49,10 +51,10 @@ class EngineHarness(wiring.Component):
         eng = m.submodules.engine = Engine(self._cfg)
         ins = [eng.cmd.payload, eng.cmd.valid, eng.a_in.payload, eng.a_in.valid,
                eng.b_in.payload, eng.b_in.valid, eng.om_in.payload, eng.om_in.valid,
-               eng.o.ready]
+               eng.o.ready, eng.carry_data, eng.carry_ready]
         outs = [eng.cmd.ready, eng.a_in.ready, eng.b_in.ready, eng.om_in.ready,
                 eng.o.payload, eng.o.valid, eng.busy, eng.done, eng.status, eng.cycles,
-                eng.mac_cycles, eng.lane_macs]
+                eng.mac_cycles, eng.lane_macs, eng.macs_nonzero, eng.carry_en, eng.carry_addr]
         vin = Cat(*ins)
         sreg = Signal(len(vin))
         m.d.sync += sreg.eq(Cat(self.sdi, sreg[:-1]))

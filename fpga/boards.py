@@ -1,0 +1,164 @@
+"""Board tops: the accelerator, its on-chip memory and the UART host bridge on an FPGA board.
+
+:class:`BoardSystem` is the logic of a board (what ``verif/test_board.py`` simulates)::
+
+    rx/tx pins --- UARTBridge.csr (AXI4-Lite) -----------------------> Accelerator.csr
+                   UARTBridge.mem (AXI4) ---> AXI4Arbiter.s[1]
+                   Accelerator.mem (AXI4) --> AXI4Arbiter.s[0] --m--> AXI4RAM.bus
+                   Accelerator.irq ---------> UARTBridge.irq
+
+:class:`BoardTop` puts it on an ``amaranth-boards`` platform: the board's oscillator is the
+``sync`` clock (no PLL: the declared clock is the oscillator's, see :data:`BOARDS`), the
+platform's reset logic (iCE40: a power-on delay for the block RAMs; ECP5: ``GSR``) resets it,
+and the UART pins of the board's USB serial bridge (FTDI) are ``rx`` / ``tx``. The
+``ftdi_rxd`` input gets the bridge's two-flop synchronizer (``hdl.uart.UARTRx``).
+
+Boards (:data:`BOARDS`):
+
+* ``icebreaker``: iCEBreaker (iCE40 UP5K, 12 MHz), ``tiny`` engine, the 128 KiB of SPRAM as
+  memory, 115200 baud (divisor 104: 0.16 % fast);
+* ``ulx3s-85f``: ULX3S with the 85F (ECP5 LFE5U-85F, 25 MHz), ``default`` engine, block RAM
+  as memory, 115200 baud (divisor 217: 0.006 % slow).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.accelerator import ADDR_W, DATA_W, Accelerator
+from hdl.axi_arbiter import AXI4Arbiter
+from hdl.axi_ram import AXI4RAM
+from hdl.bfp_layouts import reject
+from hdl.config import EngineConfig, get_config
+from hdl.uart_bridge import UARTBridge
+
+__all__ = ["BoardSystem", "BoardTop", "BOARDS", "board_platform"]
+
+
+#: per board: platform (module, class), engine configuration, memory, clock and baud rate
+BOARDS = {
+    "icebreaker": {
+        "platform": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
+        "config": "tiny", "mem_bytes": 128 * 1024, "spram": True,
+        "clk_hz": 12e6, "baud": 115200, "family": "ice40",
+    },
+    "ulx3s-85f": {
+        "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
+        "config": "default", "mem_bytes": 128 * 1024, "spram": False,
+        "clk_hz": 25e6, "baud": 115200, "family": "ecp5",
+    },
+}
+
+
+def board_platform(board: str):
+    """A fresh ``amaranth-boards`` platform instance of ``board``."""
+    import importlib
+
+    mod, cls = BOARDS[board]["platform"]
+    return getattr(importlib.import_module(mod), cls)()
+
+
+def divisor_for(clk_hz: float, baud: int) -> int:
+    """The UART divisor closest to ``clk_hz / baud``."""
+    return max(4, round(clk_hz / baud))
+
+
+class BoardSystem(wiring.Component):
+    """Accelerator + AXI4Arbiter(2) + AXI4RAM + UARTBridge (module docstring).
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+        Engine configuration of the accelerator.
+    divisor : int
+        Clock cycles per UART bit.
+    mem_bytes : int
+        Bytes of on-chip memory (the accelerator's DRAM, from address 0).
+    spram : bool or "model"
+        ``AXI4RAM``'s storage (``True``: four iCE40 ``SB_SPRAM256KA``).
+    timeout_bytes, rx_fifo_depth : int
+        Of the :class:`hdl.uart_bridge.UARTBridge`.
+    **acc_kwargs
+        ``max_burst``, ``max_outstanding``, ``decoder_fifo`` of the
+        :class:`hdl.accelerator.Accelerator`.
+
+    Attributes
+    ----------
+    rx : In(1)
+        UART line from the host (idle high).
+    tx : Out(1)
+        UART line to the host (idle high).
+    irq : Out(1)
+        The accelerator's interrupt (for an LED).
+    """
+
+    def __init__(self, cfg: EngineConfig, *, divisor: int, mem_bytes: int, spram=False,
+                 timeout_bytes: int = 1024, rx_fifo_depth: int = 16, **acc_kwargs):
+        if not isinstance(cfg, EngineConfig):
+            reject(self, TypeError(f"cfg must be an EngineConfig, not {cfg!r}"))
+        self.accel = Accelerator(cfg, **acc_kwargs)
+        self.arbiter = AXI4Arbiter(2, ADDR_W, DATA_W)
+        self.ram = AXI4RAM(mem_bytes, DATA_W, ADDR_W, spram=spram)
+        self.bridge = UARTBridge(divisor, timeout_bytes=timeout_bytes,
+                                 rx_fifo_depth=rx_fifo_depth)
+        self._cfg = cfg
+        self._mem_bytes = mem_bytes
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "irq": Out(1)})
+
+    cfg = property(lambda self: self._cfg)
+    mem_bytes = property(lambda self: self._mem_bytes)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.accel = acc = self.accel
+        m.submodules.arbiter = arb = self.arbiter
+        m.submodules.ram = ram = self.ram
+        m.submodules.bridge = br = self.bridge
+        wiring.connect(m, br.csr, acc.csr)
+        wiring.connect(m, acc.mem, arb.s[0])
+        wiring.connect(m, br.mem, arb.s[1])
+        wiring.connect(m, arb.m, ram.bus)
+        m.d.comb += [br.rx.eq(self.rx), self.tx.eq(br.tx), br.irq.eq(acc.irq),
+                     self.irq.eq(acc.irq)]
+        return m
+
+
+class BoardTop(wiring.Component):
+    """:class:`BoardSystem` on a board's pins (module docstring); build it with the board's
+    platform (:func:`board_platform`).
+
+    Parameters
+    ----------
+    board : str
+        A key of :data:`BOARDS`.
+    config : str, optional
+        Engine configuration name instead of the board's.
+    mem_bytes : int, optional
+        Memory size instead of the board's.
+    """
+
+    def __init__(self, board: str, config: str | None = None, mem_bytes: int | None = None):
+        if board not in BOARDS:
+            reject(self, ValueError(f"Unknown board {board!r}; choose from {sorted(BOARDS)}"))
+        b = BOARDS[board]
+        self.board = board
+        self.divisor = divisor_for(b["clk_hz"], b["baud"])
+        self.system = BoardSystem(get_config(config or b["config"]), divisor=self.divisor,
+                                  mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"])
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.system = sys_ = self.system
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        from amaranth.lib import io
+
+        m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [sys_.rx.eq(rx.i), tx.o.eq(sys_.tx)]
+        led = platform.request("led", 0, dir="-")
+        m.submodules.led_buf = lb = io.Buffer("o", led)
+        m.d.comb += lb.o.eq(sys_.irq)
+        return m

@@ -1,0 +1,45 @@
+# amaranth: UnusedElaboratable=no
+"""Board tops (fpga.boards): parameters, elaboration on the board platforms, and the board
+logic under Verilator driven through its UART by the host runtime.
+
+``verif/cocotb/board_tb.py`` runs an error job and one MLP training step through the UART
+bridge with :class:`runtime.serial_transport.SerialTransport` + :class:`runtime.driver.
+Accelerator` (exactly the host code a board user runs) and compares everything the host reads
+with :func:`golden.jobs.execute` (through :class:`runtime.transport.GoldenTransport`).
+"""
+
+import pytest
+
+from fpga.boards import BOARDS, BoardSystem, BoardTop, divisor_for
+from hdl.config import get_config
+from verif.harness import run_cocotb
+
+
+def test_parameters_validated():
+    with pytest.raises(TypeError, match=r"^cfg must be an EngineConfig, not 'tiny'$"):
+        BoardSystem("tiny", divisor=8, mem_bytes=4096)
+    with pytest.raises(ValueError, match=r"Unknown board 'de10'"):
+        BoardTop("de10")
+    with pytest.raises(ValueError, match=r"Memory size"):
+        BoardSystem(get_config("tiny"), divisor=8, mem_bytes=100)
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_uart_divisor_within_tolerance(board):
+    b = BOARDS[board]
+    div = divisor_for(b["clk_hz"], b["baud"])
+    err = abs(b["clk_hz"] / div - b["baud"]) / b["baud"]
+    # the receiver tolerates (div/2 - 1) / (9.5 div) (docs/architecture.md, UART); keep a
+    # margin of 4x for the host's own clock error
+    assert err < (div / 2 - 1) / (9.5 * div) / 4, (div, err)
+
+
+@pytest.mark.cocotb
+def test_board_uart_train_step(seed):
+    div, mem = 8, 16384
+    dut = BoardSystem(get_config("tiny"), divisor=div, mem_bytes=mem, spram="model",
+                      timeout_bytes=64)
+    run_cocotb(dut, name="board", test_module="verif.cocotb.board_tb",
+               test_id="board-tiny", seed=seed,
+               extra_env={"CONFIG": "tiny", "DIV": div, "MEM": mem, "SIZES": "16,16,10",
+                          "BATCH": 16})
