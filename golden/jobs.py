@@ -80,6 +80,22 @@ Output (the drain, ``hdl/output_path.py``)
     the capacity, the rest is dropped, both copies are still written, then the job stops with
     ``OVERFLOW``. Capacities are multiples of 8 bytes (the DMA writer's beats).
 
+Weight update (``Flag.UPDATE``, on the final WG tile of a chain)
+    The tile ``C = dW`` (``m`` outputs x ``n`` inputs, accumulators) updates the weights it
+    belongs to, element by element in row-major order, with :func:`golden.update.update_records`
+    (fixed-point SGD; ``docs/numerics.md`` section 7) and the hyper-parameter registers
+    ``lr``, ``momentum``, ``weight_decay`` (:meth:`golden.update.Hyper.from_word`). The
+    *state* is ``m * n`` records of :data:`STATE_RECORD_BYTES` (int32 master ``w``, Q8.24, then
+    int32 velocity ``v``, little-endian) at ``mask_addr``, ``mask_len`` = ``m * n * 8``, read
+    and written back in place (a word of ``-2**31`` reads as ``-(2**31 - 1)``). The new masters
+    then give ``W`` (``m`` rows of ``ceil(n / 16)`` blocks, ``quantize_exact`` of ``w *
+    2**-24``: the converter fed ``S = w``, ``ea = 250``) to ``out_addr`` if ``out_cap > 0``,
+    and ``W^T`` (``n`` rows of ``ceil(m / 16)`` blocks) to ``filt_addr`` if ``filt_cap > 0``,
+    written like HBM outputs (capacity, ``OVERFLOW``). ``UPDATE`` excludes ``RELU``,
+    ``FILTER``, ``MASK``, ``KEEP`` and ``RAW`` (``BAD_OP``) and needs ``n <= max_m``, ``m <=
+    max_n`` (``W^T`` passes through the same buffer; ``BAD_SHAPE``). Its record has no filter
+    counters (``flags`` bit 0 clear). No dW goes to DRAM.
+
 Statistics record (:class:`StatsRecord`, :data:`STATS_BYTES` = 176 bytes, little-endian)
     written to ``stats_addr`` after the output of every GEMM descriptor with ``stats_addr !=
     0`` (``KEEP`` segments too: then the filter counters are 0), not for a failing one:
@@ -116,9 +132,9 @@ Errors (:class:`ErrorCode`)
     (for a job ending with a pending ``KEEP``: the index of that descriptor); writes of earlier
     descriptors stay. Checks of a descriptor, in this order, all before any data access of it:
     the descriptor lies inside DRAM (``BAD_ADDRESS``); ``op``, ``phase``, flag bits and reserved
-    fields (``BAD_OP``; ``UPDATE``: ``UNSUPPORTED`` until its numerics exist); ``m``, ``n``,
+    fields (``BAD_OP``; the op ``UPDATE``: ``UNSUPPORTED``, see ``Flag.UPDATE``); ``m``, ``n``,
     ``kblocks`` (``BAD_SHAPE``); the K chain (``BAD_CHAIN``); an output (``NO_OUTPUT``);
-    addresses and lengths of A, B, mask, forward copy, filtered copy, statistics, in that
+    addresses and lengths of A, B, mask (or state), forward copy, filtered copy, statistics, in that
     order: aligned to 8 bytes, inside ``[0, dram_size)``, input budgets at least 1 byte,
     capacities multiples of 8 (``BAD_ADDRESS``). Then A, B, mask are decoded (``BAD_STREAM``,
     with :func:`golden.hbm.decode`'s reason), the tile is computed and drained (``OVERFLOW``).
@@ -137,7 +153,7 @@ import numpy as np
 
 from hdl.descriptor import DESC_BYTES, Flag, Op, Phase, unpack
 
-from . import hbm, sparsity
+from . import hbm, sparsity, update
 from .bfp import BFPTensor
 from .gemm import Accumulator, matmul, reblock
 
@@ -148,6 +164,7 @@ __all__ = [
     "StatsRecord",
     "STATS_BYTES",
     "RAW_RECORD_BYTES",
+    "STATE_RECORD_BYTES",
     "ALIGN",
     "execute",
     "stream_extent",
@@ -163,7 +180,10 @@ RAW_RECORD_BYTES = 8  #: bytes per RAW accumulator record
 ALIGN = 8  #: address alignment (bus width in bytes)
 BLOCK = 16
 _KNOWN_FLAGS = int(Flag.RELU | Flag.FILTER | Flag.MASK | Flag.A_REBLOCK | Flag.B_REBLOCK
-                   | Flag.CARRY | Flag.KEEP | Flag.RAW)
+                   | Flag.CARRY | Flag.KEEP | Flag.RAW | Flag.UPDATE)
+#: flags that UPDATE excludes (it is a final tile whose output is the update)
+_NOT_WITH_UPDATE = int(Flag.RELU | Flag.FILTER | Flag.MASK | Flag.KEEP | Flag.RAW)
+STATE_RECORD_BYTES = 8  #: a weight's state record: int32 master, int32 velocity (LE)
 _RESERVED = ("reserved0", "reserved1", "reserved")
 _STATS_FMT = "<3I4B32I2I2Q2I"
 assert struct.calcsize(_STATS_FMT) == STATS_BYTES
@@ -456,11 +476,18 @@ class _Executor:
         if flags & ~_KNOWN_FLAGS:
             raise _Fail(ErrorCode.BAD_OP, f"undefined flag bits {flags & ~_KNOWN_FLAGS:#x}")
         flags = Flag(flags)
+        upd = bool(flags & Flag.UPDATE)
+        if upd and flags & _NOT_WITH_UPDATE:
+            raise _Fail(ErrorCode.BAD_OP, "UPDATE combines only with CARRY, A_REBLOCK and "
+                                          "B_REBLOCK")
         m, n, kb = d["m"], d["n"], d["kblocks"]
         for name, v, top in (("m", m, self.max_m), ("n", n, self.max_n),
                              ("kblocks", kb, self.max_kb)):
             if not 1 <= v <= top:
                 raise _Fail(ErrorCode.BAD_SHAPE, f"{name} = {v} is outside 1..{top}")
+        if upd and (n > self.max_m or m > self.max_n):
+            raise _Fail(ErrorCode.BAD_SHAPE, f"UPDATE of a {m} x {n} tile: W^T ({n} x {m}) "
+                                             f"exceeds {self.max_m} x {self.max_n}")
         carry, keep = bool(flags & Flag.CARRY), bool(flags & Flag.KEEP)
         if carry:
             if self.pending is None:
@@ -474,7 +501,7 @@ class _Executor:
         raw = bool(flags & Flag.RAW)
         out = not keep and d["out_cap"] > 0
         filt = not keep and not raw and d["filt_cap"] > 0
-        if not keep and not out and not filt:
+        if not keep and not out and not filt and not upd:
             raise _Fail(ErrorCode.NO_OUTPUT, "RAW without out_cap" if raw else
                         "neither out_cap nor filt_cap is set")
         a_rb, b_rb = bool(flags & Flag.A_REBLOCK), bool(flags & Flag.B_REBLOCK)
@@ -483,6 +510,12 @@ class _Executor:
         self._region("B", d["b_addr"], d["b_len"])
         if mask_on:
             self._region("mask", d["mask_addr"], d["mask_len"])
+        if upd:
+            self._region("state", d["mask_addr"], d["mask_len"], cap=True)
+            if d["mask_len"] != m * n * STATE_RECORD_BYTES:
+                raise _Fail(ErrorCode.BAD_ADDRESS, f"state length {d['mask_len']} is not "
+                                                   f"m * n * {STATE_RECORD_BYTES} = "
+                                                   f"{m * n * STATE_RECORD_BYTES}")
         if out:
             self._region("forward copy", d["out_addr"], d["out_cap"], cap=True)
         if filt:
@@ -519,7 +552,10 @@ class _Executor:
         else:
             if flags & Flag.RELU:
                 acc = acc.relu()
-            if raw:
+            if upd:
+                rec.update(self._update(d, acc, m, n, out, filt))
+                over = rec.pop("over")
+            elif raw:
                 rec["out_bytes"] = self._write("RAW output", d["out_addr"], d["out_cap"],
                                                raw_bytes(acc))
                 over = [("RAW output", m * n * RAW_RECORD_BYTES, d["out_cap"])]
@@ -534,6 +570,30 @@ class _Executor:
         if d["stats_addr"]:
             self._write("statistics", d["stats_addr"], STATS_BYTES, record.pack())
         return record
+
+    def _update(self, d, acc, m, n, out, filt):
+        at, size = d["mask_addr"], m * n * STATE_RECORD_BYTES
+        self._touch(at, size, "state")
+        st = np.frombuffer(bytes(self.dram[at:at + size]), "<i4").reshape(m, n, 2)
+        # -2**31 never comes out of an update; read as -SAT (the unit clamps its inputs)
+        w, v = (np.maximum(st[..., k].astype(np.int64), -update.SAT) for k in (0, 1))
+        hyper = [update.Hyper.from_word(d[f]) for f in ("lr", "momentum", "weight_decay")]
+        w2, v2 = update.update_records(w, v, acc.mant, acc.exp, *hyper)
+        self._write("state", at, size, np.stack([w2, v2], -1).astype("<i4").tobytes())
+        res = dict(over=[])
+        for what, key, cap_key, on, mat in (("W", "out_bytes", "out_cap", out, w2),
+                                            ("W^T", "filt_bytes", "filt_cap", filt, w2.T)):
+            if not on:
+                continue
+            r, c = mat.shape
+            pad = np.zeros((r, -(-c // BLOCK) * BLOCK), np.int64)
+            pad[:, :c] = mat
+            t = Accumulator(pad, np.full(pad.shape, update.MASTER_EA, np.int64)).to_bfp(BLOCK)
+            s = hbm.encode_tensor(t)
+            addr = d["out_addr" if key == "out_bytes" else "filt_addr"]
+            res[key] = self._write(what, addr, d[cap_key], s)
+            res["over"].append((what, len(s), d[cap_key]))
+        return res
 
     def _drain(self, d, acc, flags, m, n, out, filt):
         width = -(-n // BLOCK) * BLOCK

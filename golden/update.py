@@ -153,6 +153,21 @@ class Hyper:
         """The exact value ``mant * 2**-shift``."""
         return math.ldexp(self.mant, -self.shift)
 
+    @property
+    def word(self) -> int:
+        """The 22-bit register word: ``mant`` in bits 15:0, ``shift`` in bits 21:16 (the
+        descriptor's ``lr``, ``momentum`` and ``weight_decay`` fields)."""
+        return self.mant | self.shift << HP_MANT_W
+
+    @classmethod
+    def from_word(cls, word: int) -> Hyper:
+        """The register of a 22-bit word (:attr:`word`)."""
+        if isinstance(word, bool) or not isinstance(word, (int, np.integer)) \
+                or not 0 <= word < (1 << (HP_MANT_W + HP_SHIFT_W)):
+            raise ValueError(f"A hyper-parameter word must be a {HP_MANT_W + HP_SHIFT_W}-bit "
+                             f"unsigned integer, not {word!r}")
+        return cls(int(word) & ((1 << HP_MANT_W) - 1), int(word) >> HP_MANT_W)
+
     @classmethod
     def from_float(cls, x) -> Hyper:
         """The register nearest to ``x`` with the most significant bits kept.

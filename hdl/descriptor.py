@@ -2,10 +2,10 @@
 from the same table.
 
 A job is a list of 64-byte descriptors in DRAM (``docs/system.md``); each is one engine tile
-(``GEMM``) or one weight update (``UPDATE``). Fields are packed from bit 0 of the first byte
-upward in the order of :data:`FIELDS` (little-endian, like every multi-byte value here), so a
-descriptor is eight 64-bit little-endian words. This module is pure Python; :func:`layout`
-builds the Amaranth ``StructLayout`` when Amaranth is there.
+(``GEMM``; with ``Flag.UPDATE`` a WG tile also updates the weights it belongs to). Fields are
+packed from bit 0 of the first byte upward in the order of :data:`FIELDS` (little-endian, like
+every multi-byte value here), so a descriptor is eight 64-bit little-endian words. This module
+is pure Python; :func:`layout` builds the Amaranth ``StructLayout`` when Amaranth is there.
 
 Byte lengths are at most 2**24 - 1, addresses 32-bit byte addresses aligned to the bus width
 (8 bytes). A ``*_len`` of 0 means the operand is not used (only where the op allows it).
@@ -24,7 +24,7 @@ class Op(enum.IntEnum):
     """What a descriptor does."""
     NOP = 0  #: nothing (counts as executed)
     GEMM = 1  #: one engine tile: load A and B (and the BP mask), run, output
-    UPDATE = 2  #: weight update of one tensor (fixed-point SGD, ``docs/numerics.md``)
+    UPDATE = 2  #: reserved for a stand-alone update (``UNSUPPORTED``: use ``Flag.UPDATE``)
 
 
 class Phase(enum.IntEnum):
@@ -44,6 +44,8 @@ class Flag(enum.IntFlag):
     CARRY = 1 << 5  #: start from the accumulators of the previous GEMM (K split over tiles)
     KEEP = 1 << 6  #: leave the accumulators for a following CARRY tile: no output
     RAW = 1 << 7  #: write the accumulators themselves (8 bytes each: S, ea) instead of BFP8
+    UPDATE = 1 << 8  #: WG: the tile (dW) updates the weights in place (golden.update): state
+    #: (master, velocity) at mask_addr, the new W to out_addr and W^T to filt_addr
 
 
 #: (name, bits, description): packed LSB first in this order.
@@ -60,20 +62,21 @@ FIELDS = (
     ("b_addr", 32, "B: HBM v1 stream"),
     ("b_len", 24, "B: stream bytes"),
     ("reserved1", 8, "zero"),
-    ("mask_addr", 32, "BP mask: HBM v1 stream of the saved activations (m x n)"),
-    ("mask_len", 24, "BP mask: stream bytes"),
+    ("mask_addr", 32, "BP mask: HBM v1 stream of the saved activations (m x n); UPDATE: the "
+                      "state, m x n records (int32 master, int32 velocity)"),
+    ("mask_len", 24, "BP mask: stream bytes; UPDATE: m * n * 8"),
     ("tau_te", 8, "filter threshold exponent register"),
     ("out_addr", 32, "forward copy: unfiltered HBM v1 stream (or RAW accumulators)"),
     ("out_cap", 24, "forward copy: capacity in bytes (0: not written)"),
     ("tau_tm", 8, "filter threshold mantissa register"),
     ("stats_addr", 32, "where the statistics record goes after the output (0: nowhere)"),
     ("hist_base", 8, "histogram base register"),
-    ("lr", 24, "UPDATE: learning rate, Q0.24"),
-    ("momentum", 16, "UPDATE: momentum, Q0.16"),
-    ("weight_decay", 16, "UPDATE: weight decay, Q0.16"),
-    ("filt_addr", 32, "filtered copy: HBM v1 stream after the sparsity filter"),
+    ("lr", 22, "UPDATE flag: learning rate register, mantissa (15:0) and shift (21:16)"),
+    ("momentum", 22, "UPDATE flag: momentum register, as lr"),
+    ("weight_decay", 22, "UPDATE flag: weight decay register, as lr"),
+    ("filt_addr", 32, "filtered copy: HBM v1 stream after the sparsity filter (UPDATE: W^T)"),
     ("filt_cap", 24, "filtered copy: capacity in bytes (0: not written)"),
-    ("reserved", 40, "zero"),
+    ("reserved", 30, "zero"),
 )
 
 _OFFSETS = {}

@@ -185,6 +185,57 @@ def test_wg_reblock_raw(rng):
                                              (rb.mantissas[:k] != 0).astype(np.int64)))
 
 
+@pytest.mark.parametrize("co,k", [(10, 20), (32, 16)])
+def test_wg_update(rng, co, k):
+    """Flag.UPDATE: dW never leaves the chip; state, W and W^T as golden.update computes."""
+    from golden import update
+
+    mem = Mem()
+    rows = 32
+    dy = rand_bfp(rng, rows, 16 * -(-co // 16), 0.5, 0.01)  # N x pad16(Co)
+    x = rand_bfp(rng, rows, 16 * -(-k // 16), 0.6)  # N x pad16(K)
+    w0 = update.to_fixed(rng.standard_normal((co, k)) * 0.3, update.W_FRAC)
+    v0 = update.to_fixed(rng.standard_normal((co, k)) * 0.01, update.V_FRAC)
+    w0[0, 0] = -(1 << 31)  # reads as -SAT
+    state, size = mem.put(np.stack([w0, v0], -1).astype("<i4").tobytes())
+    cap_w, cap_wt = hbm_capacity(co * -(-k // 16)), hbm_capacity(k * -(-co // 16))
+    wa, wta, st = mem.alloc(cap_w), mem.alloc(cap_wt), mem.alloc(STATS_BYTES)
+    lr, mom, wd = (update.Hyper.from_float(v) for v in (0.05, 0.9, 5e-4))
+    mem.desc(**gemm_desc(mem, dy, x, co, k, rows // 16, Flag.A_REBLOCK | Flag.B_REBLOCK |
+                         Flag.UPDATE, phase=Phase.WG, mask_addr=state, mask_len=size,
+                         out_addr=wa, out_cap=cap_w, filt_addr=wta, filt_cap=cap_wt,
+                         stats_addr=st, lr=lr.word, momentum=mom.word, weight_decay=wd.word))
+    res = mem.run()
+    assert res.ok, res.detail
+    dw = gemm.wg(dy, x)
+    w0c = np.maximum(w0, -update.SAT)
+    g = update.grad_to_fixed(dw.mant[:co, :k], dw.exp[:co, :k])
+    w1, v1 = update.update(w0c, v0, g, lr, mom, wd)
+    got = np.frombuffer(mem.read(state, size), "<i4").reshape(co, k, 2)
+    assert np.array_equal(got[..., 0], w1) and np.array_equal(got[..., 1], v1)
+    assert not np.array_equal(w1, w0c)  # the update did something
+    want_w, want_wt = update.requantize(w1)
+    e, m, _ = read_stream(mem.read(wa, cap_w), co * -(-k // 16))
+    assert np.array_equal(m.reshape(co, -1), want_w.mantissas[:co])
+    assert np.array_equal(e.reshape(co, -1), want_w.exponents[:co])
+    e, m, _ = read_stream(mem.read(wta, cap_wt), k * -(-co // 16))
+    assert np.array_equal(m.reshape(k, -1), want_wt.mantissas[:k])
+    assert np.array_equal(e.reshape(k, -1), want_wt.exponents[:k])
+    rec = res.records[0]
+    assert not rec.valid and rec.values == 0 and rec.out_bytes > 0 and rec.filt_bytes > 0
+    assert rec.macs_dense == co * k * rows
+    assert res.bytes_written == size + rec.out_bytes + rec.filt_bytes + STATS_BYTES
+
+
+def test_update_shape_limit(rng):
+    mem = Mem()
+    cfg = get_config("tiny")  # max_m = max_n = 16: W^T of a 16 x 16 tile fits, nothing larger
+    dy, x = rand_bfp(rng, 16, 16), rand_bfp(rng, 16, 16)
+    mem.desc(**gemm_desc(mem, dy, x, 16, 16, 1, Flag.A_REBLOCK | Flag.B_REBLOCK | Flag.UPDATE,
+                         phase=Phase.WG, mask_addr=0x1000, mask_len=16 * 16 * 8))
+    assert mem.run(cfg=cfg).ok
+
+
 def _segments(t, bounds):
     return [BFPTensor(t.exponents[:, lo:hi], t.mantissas[:, lo * 16:hi * 16]) for lo, hi in bounds]
 
@@ -329,6 +380,9 @@ ERRORS = [
                                                       "tile is 2 x 3"),
     ("bus", ErrorCode.BUS_ERROR, "bus", "bus error in B"),
     ("descrange", ErrorCode.BAD_ADDRESS, "descrange", "descriptor"),
+    ("updraw", ErrorCode.BAD_OP, dict(flags=Flag.RAW | Flag.UPDATE), "UPDATE combines only"),
+    ("updlen", ErrorCode.BAD_ADDRESS, dict(flags=Flag.UPDATE, mask_addr=0x1000, mask_len=40),
+     r"state length 40 is not m \* n \* 8 = 48"),
 ]
 
 
