@@ -150,23 +150,34 @@ class StepResult:
     logits: np.ndarray
 
 
-async def train_step(acc: Accelerator, step, weights, x, labels, thresholds=None) -> StepResult:
+async def train_step(acc: Accelerator, step, weights, x, labels, thresholds=None,
+                     hyper=None) -> StepResult:
     """One training step of ``step`` (an :class:`runtime.image.MLPStep`) on ``acc``.
 
     Writes the weights (quantized from the FP32 master copy ``weights``), the input and the
     descriptors with ``thresholds``; runs the ``fp`` job, computes the loss gradient on the
     host and writes it, runs the ``bp`` job; reads the logits, the weight gradients and the
     statistics. Raises :class:`golden.jobs.JobError` if a job fails.
+
+    With ``step.update`` the weights live on the chip (load them once with
+    ``step.state_writes``): ``weights`` must be ``None``, ``hyper`` gives ``(lr, momentum,
+    weight_decay)`` for this step's update, and ``grads`` is ``None`` (dW never leaves the chip).
     """
-    await acc.load(step.weight_writes(weights) + step.input_writes(x)
-                   + step.descriptor_writes(thresholds))
+    if step.update:
+        if weights is not None:
+            raise ValueError("With the on-chip update the weights are on the chip: pass None "
+                             "(load them once with step.state_writes)")
+        writes = []
+    else:
+        writes = step.weight_writes(weights)
+    await acc.load(writes + step.input_writes(x) + step.descriptor_writes(thresholds, hyper))
     await acc.run(step.jobs["fp"])
     logits = (await acc.read_tensor(step.tensors["logits"])).value()
     loss, g, correct = nn.softmax_cross_entropy(logits, labels)
     await acc.load(step.loss_grad_writes(g))
     await acc.run(step.jobs["bp"])
-    grads = []
-    for layer in range(step.layers):
+    grads = None if step.update else []
+    for layer in range(0 if step.update else step.layers):
         dw = await acc.read_tensor(step.tensors[f"dw{layer}"])
         grads.append(dw.value().astype(np.float32))
     records = {job: await acc.read_stats(step.stats_regions(job)) for job in ("fp", "bp")}

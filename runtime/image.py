@@ -198,6 +198,11 @@ class MLPStep:
         The engine configuration (its ``max_m``, ``max_n``, ``max_k``).
     error_copies : bool
         Also write the unfiltered copy of every error (``ye{l}``), for tests and measurements.
+    update : bool
+        Update the weights on the chip (``Flag.UPDATE``, :mod:`golden.update`): the final WG
+        tiles update the state ``st{l}`` (int32 master and velocity per weight, tiles like
+        ``W``'s) and rewrite ``w{l}`` and ``wt{l}``; no ``dw{l}``. Load the initial state
+        with :meth:`state_writes`; the hyper-parameters go with :meth:`descriptor_writes`.
 
     Attributes
     ----------
@@ -210,7 +215,8 @@ class MLPStep:
         Bytes the image spans (a multiple of 4096).
     """
 
-    def __init__(self, sizes, batch: int, cfg, error_copies: bool = False):
+    def __init__(self, sizes, batch: int, cfg, error_copies: bool = False,
+                 update: bool = False):
         sizes = tuple(sizes)
         if len(sizes) < 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
                                  or v < 1 for v in sizes):
@@ -229,6 +235,7 @@ class MLPStep:
         self.batch = batch
         self.layers = len(sizes) - 1
         self.error_copies = bool(error_copies)
+        self.update = bool(update)
         alloc = Allocator()
         L = self.layers
         rt, ct = self.row_tile, self.col_tile
@@ -243,7 +250,8 @@ class MLPStep:
             tensor(f"w{layer}", co, k, row_tile=ct)
             if layer:
                 tensor(f"wt{layer}", k, co, row_tile=ct)
-            tensor(f"dw{layer}", co, k, raw=True, row_tile=ct)
+            # dW as RAW records, or the weights' state records (8 bytes each as well)
+            tensor(f"st{layer}" if self.update else f"dw{layer}", co, k, raw=True, row_tile=ct)
             if layer < L - 1:
                 for p in ("y", "s", "e") + (("ye",) if error_copies else ()):
                     tensor(f"{p}{layer}", batch, co)
@@ -306,20 +314,31 @@ class MLPStep:
         for layer in range(L - 1, -1, -1):
             dy = T["g"] if layer == L - 1 else T[f"e{layer}"]
             xs = T["x"] if layer == 0 else T[f"s{layer - 1}"]
-            dw = T[f"dw{layer}"]
+            dw = T[f"st{layer}" if self.update else f"dw{layer}"]
+            # BP first: with the on-chip update, WG rewrites W^T, which BP reads
+            self._bp_layer(out, layer, dy)
             # WG: dW (Co x K) over the samples (row tiles of dY and X)
             for i in range(dw.grid[0]):
                 m = dw.tile_shape(i, 0)[0]
                 for j in range(dw.grid[1]):
                     n = dw.tile_shape(0, j)[1]
                     segs = [dy.tile_shape(s, 0)[0] // BLOCK for s in range(dy.grid[0])]
+                    if self.update:
+                        tail = dict(flags=Flag.UPDATE, state=(dw.name, i, j),
+                                    out=(f"w{layer}", i, j), hyper=True)
+                        if layer:
+                            tail["filt"] = (f"wt{layer}", j, i)
+                    else:
+                        tail = dict(flags=Flag.RAW, out=(dw.name, i, j))
                     self._chain(out, dict(phase=Phase.WG, m=m, n=n, layer=layer), segs,
                                 lambda s, dy=dy, i=i: (dy.name, s, i),
-                                lambda s, xs=xs, j=j: (xs.name, s, j),
-                                dict(flags=Flag.RAW, out=(dw.name, i, j)),
+                                lambda s, xs=xs, j=j: (xs.name, s, j), tail,
                                 every=Flag.A_REBLOCK | Flag.B_REBLOCK)
-            if layer == 0:
-                continue
+        return out
+
+    def _bp_layer(self, out, layer, dy):
+        T = self.tensors
+        if layer:
             # BP: dX (N x K) = dY (N x Co) @ Wt (K x Co).T, masked by the forward copy
             wt, mask = T[f"wt{layer}"], T[f"y{layer - 1}"]
             for ri in range(dy.grid[0]):
@@ -335,7 +354,6 @@ class MLPStep:
                                 lambda s, dy=dy, ri=ri: (dy.name, ri, s),
                                 lambda s, wt=wt, cj=cj: (wt.name, cj, s), tail,
                                 every=Flag.MASK, mask=(mask.name, ri, cj))
-        return out
 
     def _settings(self, thresholds):
         thresholds = dict(thresholds or {})
@@ -358,8 +376,11 @@ class MLPStep:
                                 f"or a ThresholdController, not {v!r}")
         return out
 
-    def descriptor_writes(self, thresholds=None) -> list:
+    def descriptor_writes(self, thresholds=None, hyper=None) -> list:
         """``(addr, bytes)`` of both descriptor lists with the given thresholds.
+
+        ``hyper`` (with ``update``): ``(lr, momentum, weight_decay)``, each a float or a
+        :class:`golden.update.Hyper`, for the update registers of this step.
 
         ``thresholds`` maps ``(stage, kind)`` (stage of a hidden layer, kind ``"act"`` or
         ``"err"``) to a :class:`golden.sparsity.Threshold`, a ``(Threshold, hist_base)`` pair or
@@ -367,6 +388,7 @@ class MLPStep:
         missing keys filter nothing.
         """
         settings = self._settings(thresholds)
+        words = self._hyper_words(hyper)
         T = self.tensors
         writes = []
         for name, lst in (("fp", self._fp), ("bp", self._bp)):
@@ -377,11 +399,14 @@ class MLPStep:
                 for key, (addr_f, len_f) in (("a_tile", ("a_addr", "a_len")),
                                              ("b_tile", ("b_addr", "b_len")),
                                              ("mask_tile", ("mask_addr", "mask_len")),
+                                             ("state", ("mask_addr", "mask_len")),
                                              ("out", ("out_addr", "out_cap")),
                                              ("filt", ("filt_addr", "filt_cap"))):
                     if key in d:
                         tname, ri, ci = d[key]
                         f[addr_f], f[len_f] = T[tname].regions[(ri, ci)]
+                if d.get("hyper"):
+                    f.update(words)
                 if "kind" in d:
                     thr, base = settings[d["kind"]]
                     f.update(tau_te=thr.te, tau_tm=thr.tm, hist_base=base)
@@ -389,6 +414,72 @@ class MLPStep:
                 blob += pack(**f)
             writes.append((self.jobs[name].desc_base, bytes(blob)))
         return writes
+
+    def _hyper_words(self, hyper):
+        if not self.update:
+            if hyper is not None:
+                raise ValueError("hyper-parameters are for an image with update=True")
+            return {}
+        from golden.update import Hyper
+
+        if hyper is None or len(hyper) != 3:
+            raise ValueError("An image with update=True needs hyper=(lr, momentum, "
+                             "weight_decay)")
+        regs = [h if isinstance(h, Hyper) else Hyper.from_float(h) for h in hyper]
+        return dict(zip(("lr", "momentum", "weight_decay"), (h.word for h in regs),
+                        strict=True))
+
+    def state_writes(self, weights) -> list:
+        """``(addr, bytes)`` of the on-chip update's initial state (``update=True``): the
+        int32 masters :func:`golden.update.to_fixed` of ``weights`` (FP32, ``(out, in)`` per
+        layer), zero velocities, and ``W`` / ``W^T`` re-quantized from the masters
+        (:func:`golden.update.requantize`), as ``golden.train --update fixed`` starts."""
+        from golden import update
+
+        if not self.update:
+            raise ValueError("state_writes is for an image with update=True")
+        weights = list(weights)
+        if len(weights) != self.layers:
+            raise ValueError(f"Expected {self.layers} weight matrices, not {len(weights)}")
+        out = []
+        for layer, w in enumerate(weights):
+            k, co = self.sizes[layer], self.sizes[layer + 1]
+            w = np.asarray(w)
+            if w.shape != (co, k):
+                raise ValueError(f"Weights of layer {layer} must have shape {(co, k)}, not "
+                                 f"{w.shape}")
+            master = update.to_fixed(w, update.W_FRAC)
+            out += self.state_tiles(layer, master, np.zeros_like(master))
+            wq, wtq = update.requantize(master)
+            out += self.tensors[f"w{layer}"].encode(_rows(wq, co))
+            if layer:
+                out += self.tensors[f"wt{layer}"].encode(_rows(wtq, k))
+        return out
+
+    def state_tiles(self, layer, master, velocity) -> list:
+        """``(addr, bytes)`` of layer ``layer``'s state tiles from int arrays ``(out, in)``."""
+        t = self.tensors[f"st{layer}"]
+        out = []
+        for (ri, ci), (addr, _) in t.regions.items():
+            r0, r1 = t.row_range(ri)
+            c0, c1 = t.col_range(ci)
+            rec = np.stack([master[r0:r1, c0:c1], velocity[r0:r1, c0:c1]], -1)
+            out.append((addr, rec.astype("<i4").tobytes()))
+        return out
+
+    def read_state(self, layer: int, tiles: dict):
+        """``(master, velocity)`` int64 arrays ``(out, in)`` of layer ``layer`` from the bytes
+        of its state tiles (``{(ri, ci): bytes}`` over ``tensors[f"st{layer}"].regions``)."""
+        t = self.tensors[f"st{layer}"]
+        master = np.zeros((t.rows, t.cols), np.int64)
+        velocity = np.zeros_like(master)
+        for (ri, ci) in t.regions:
+            r0, r1 = t.row_range(ri)
+            c0, c1 = t.col_range(ci)
+            n = (r1 - r0) * (c1 - c0) * 8
+            rec = np.frombuffer(bytes(tiles[(ri, ci)])[:n], "<i4").reshape(r1 - r0, c1 - c0, 2)
+            master[r0:r1, c0:c1], velocity[r0:r1, c0:c1] = rec[..., 0], rec[..., 1]
+        return master, velocity
 
     # ------------------------------------------------------------------ host tensors
     def weight_writes(self, weights) -> list:

@@ -237,6 +237,53 @@ def test_mlp_training_steps_bit_exact(config, steps, seed):
     assert all(r.ok for r in tr.jobs) and len(tr.jobs) == 2 * steps
 
 
+@pytest.mark.parametrize("config", ["tiny", "small"])
+def test_mlp_steps_with_on_chip_update(config, seed):
+    """update=True: the weights never leave the chip; masters, velocities and every step's
+    loss equal golden.train with the fixed-point update (golden.update.FixedSGD)."""
+    from golden import update
+
+    sizes, batch, steps = (64, 32, 10), 32, 3
+    rng = np.random.default_rng(seed)
+    model, interim, c = _golden_setup(sizes, 0.8, seed)
+    w0 = [layer.w.copy() for layer in model.gemm_layers]
+    opt = update.FixedSGD(model.gemm_layers, c["lr"], c["momentum"], c["weight_decay"])
+    host_ctrl = {key: sparsity.ThresholdController(c["target_sparsity"],
+                                                   margin=c["controller_margin"])
+                 for key in interim.ctrl}
+    step = MLPStep(sizes, batch, get_config(config), update=True)
+    assert not any(name.startswith("dw") for name in step.tensors)
+    tr = GoldenTransport(get_config(config), step.dram_size)
+    acc = Accelerator(tr)
+    run(acc.init(step.dram_size))
+    run(acc.load(step.state_writes(w0)))
+    hyper = (c["lr"], c["momentum"], c["weight_decay"])
+    for _ in range(steps):
+        x = rng.random((batch, 64)).astype(np.float32)
+        labels = rng.integers(0, 10, batch)
+        settings = {key: (ctl.threshold, ctl.base) for key, ctl in host_ctrl.items()}
+        nx = nn.Numerics("bfp8")
+        nx.exact_weights = True
+        nx.trace, nx.macs, interim.trace = [], {}, []
+        loss, correct = model.train_step(nx, x, labels, interim, mask_from=c["mask_from"])
+        res = run(train_step(acc, step, None, x, labels, settings, hyper=hyper))
+        assert (res.loss, res.correct) == (loss, correct) and res.grads is None
+        opt.step()
+        for layer in range(step.layers):
+            t = step.tensors[f"st{layer}"]
+            tiles = {key: tr.dram[a:a + cap] for key, (a, cap) in t.regions.items()}
+            master, velocity = step.read_state(layer, tiles)
+            assert np.array_equal(master, opt.master[layer])
+            assert np.array_equal(velocity, opt.velocity[layer])
+            assert velocity.any()
+        for key, ctl in host_ctrl.items():
+            ctl.update(res.stats[key])
+    with pytest.raises(ValueError, match="With the on-chip update the weights are on the chip"):
+        run(train_step(acc, step, w0, x, labels))
+    with pytest.raises(ValueError, match=r"needs hyper=\(lr, momentum, weight_decay\)"):
+        step.descriptor_writes()
+
+
 def test_failed_step_reports_and_recovers(seed):
     sizes, batch = (64, 32, 10), 16
     cfg = get_config("small")
