@@ -61,6 +61,7 @@ from .output_path import OutputPath
 from .output_path import Status as PathStatus
 from .sparsity_filter import HIST_BINS
 from .transposer import Transposer
+from .update_path import UpdatePath
 
 __all__ = ["Accelerator", "CSR_ADDR_W", "ADDR_W", "DATA_W"]
 
@@ -70,7 +71,9 @@ DATA_W = 64  #: AXI data width: ALIGN bytes
 assert DATA_W // 8 == ALIGN
 
 _KNOWN_FLAGS = int(Flag.RELU | Flag.FILTER | Flag.MASK | Flag.A_REBLOCK | Flag.B_REBLOCK
-                   | Flag.CARRY | Flag.KEEP | Flag.RAW)
+                   | Flag.CARRY | Flag.KEEP | Flag.RAW | Flag.UPDATE)
+_NOT_WITH_UPDATE = int(Flag.RELU | Flag.FILTER | Flag.MASK | Flag.KEEP | Flag.RAW)
+_STATE_BYTES = 8  # golden.jobs.STATE_RECORD_BYTES
 _STATS_BEATS = STATS_BYTES // ALIGN
 _DESC_BEATS = DESC_BYTES // ALIGN
 
@@ -157,6 +160,8 @@ class Accelerator(wiring.Component):
         ad_m = MaskAdapter(w["m"], w["g"], R)
         eng = Engine(cfg)
         op = OutputPath(cfg, DATA_W)
+        upd = UpdatePath(cfg)
+        m.submodules.update_path = rst(upd)
         m.submodules.decoder = rst(dec)
         m.submodules.transposer = rst(tp)
         m.submodules.adapter_a = rst(ad_a)
@@ -167,14 +172,23 @@ class Accelerator(wiring.Component):
         wiring.connect(m, ad_a.o, eng.a_in)
         wiring.connect(m, ad_b.o, eng.b_in)
         wiring.connect(m, ad_m.o, eng.om_in)
-        wiring.connect(m, eng.o, op.i)
+        upd_active = Signal()  # the update path owns the carry port and the C buffer input
+        ws_state = Signal()  # the filtered-copy writer takes the update path's state beats
+        with m.If(upd_active):
+            wiring.connect(m, upd.o, op.i)
+            m.d.comb += [op.carry_en.eq(upd.carry_en), op.carry_addr.eq(upd.carry_addr)]
+        with m.Else():
+            wiring.connect(m, eng.o, op.i)
+            m.d.comb += [op.carry_en.eq(eng.carry_en), op.carry_addr.eq(eng.carry_addr)]
         m.d.comb += [
-            op.carry_en.eq(eng.carry_en),
-            op.carry_addr.eq(eng.carry_addr),
             eng.carry_data.eq(op.carry_data),
+            upd.carry_data.eq(op.carry_data),
             eng.carry_ready.eq(op.carry_ready),
         ]
-        wiring.connect(m, op.o_filt, ws.inp)
+        with m.If(ws_state):
+            wiring.connect(m, upd.state_out, ws.inp)
+        with m.Else():
+            wiring.connect(m, op.o_filt, ws.inp)
 
         # ---- CSR side --------------------------------------------------------------------
         busy = Signal()
@@ -245,6 +259,7 @@ class Accelerator(wiring.Component):
         flags = d.flags
         f_relu, f_filter, f_mask = flags[0], flags[1], flags[2]
         f_arb, f_brb, f_carry, f_keep, f_raw = flags[3], flags[4], flags[5], flags[6], flags[7]
+        f_upd = flags[8]
         f_out = ~f_keep & (d.out_cap != 0)
         f_filt = ~f_keep & ~f_raw & (d.filt_cap != 0)
         dm = d.m[:w["m"] + 1]
@@ -269,6 +284,8 @@ class Accelerator(wiring.Component):
         bad_chain = Mux(f_carry, ~pend | (pend_m != d.m) | (pend_n != d.n), pend)
         bad_addr = (region(d.a_addr, d.a_len) | region(d.b_addr, d.b_len)
                     | (f_mask & region(d.mask_addr, d.mask_len))
+                    | (f_upd & (region(d.mask_addr, d.mask_len, cap=True)
+                                | (d.mask_len != dm * dn * _STATE_BYTES)))
                     | (f_out & region(d.out_addr, d.out_cap, cap=True))
                     | (f_filt & region(d.filt_addr, d.filt_cap, cap=True))
                     | ((d.stats_addr != 0) & region(d.stats_addr, Const(STATS_BYTES, 8))))
@@ -278,19 +295,21 @@ class Accelerator(wiring.Component):
             m.d.comb += chk_nop.eq(1)
         with m.Elif(d.op == Op.UPDATE):
             m.d.comb += chk_code.eq(ErrorCode.UNSUPPORTED)
-        with m.Elif((d.phase > Phase.WG) | ((flags & ~_KNOWN_FLAGS) != 0)):
+        with m.Elif((d.phase > Phase.WG) | ((flags & ~_KNOWN_FLAGS) != 0)
+                    | (f_upd & ((flags & _NOT_WITH_UPDATE) != 0))):
             m.d.comb += chk_code.eq(ErrorCode.BAD_OP)
-        with m.Elif(bad_shape):
+        with m.Elif(bad_shape | (f_upd & ((d.n > cfg.max_m) | (d.m > cfg.max_n)))):
             m.d.comb += chk_code.eq(ErrorCode.BAD_SHAPE)
         with m.Elif(bad_chain):
             m.d.comb += chk_code.eq(ErrorCode.BAD_CHAIN)
-        with m.Elif(~f_keep & ~f_out & ~f_filt):
+        with m.Elif(~f_keep & ~f_out & ~f_filt & ~f_upd):
             m.d.comb += chk_code.eq(ErrorCode.NO_OUTPUT)
         with m.Elif(bad_addr):
             m.d.comb += chk_code.eq(ErrorCode.BAD_ADDRESS)
 
         # ---- read path steering ----------------------------------------------------------
-        # route of the reader's beats: 0 = descriptor capture, 1 = decoder, 2 = sink
+        # route of the reader's beats: 0 = descriptor capture, 1 = decoder, 2 = sink,
+        # 3 = the update path's state input
         route = Signal(2)
         beat = Signal(range(_DESC_BEATS + 1))
         with m.Switch(route):
@@ -301,6 +320,8 @@ class Accelerator(wiring.Component):
                                  beat.eq(beat + 1)]
             with m.Case(1):
                 wiring.connect(m, rd.out, dec.i)
+            with m.Case(3):
+                wiring.connect(m, rd.out, upd.state_in)
             with m.Default():
                 m.d.comb += rd.out.ready.eq(1)
         m.d.comb += rd.stop.eq((route == 1) & (dec.tail | dec.error))
@@ -412,12 +433,22 @@ class Accelerator(wiring.Component):
         ec = eng.cmd.payload
         m.d.comb += [ec.m.eq(dm), ec.n.eq(dn), ec.use_mask.eq(f_mask), ec.carry.eq(f_carry)]
         pc = op.cmd.payload
+        drain_t = Signal()  # UPDATE: the W^T drain (n x m)
         m.d.comb += [
-            pc.op.eq(PathOp.DRAIN), pc.m.eq(dm), pc.n.eq(dn), pc.relu.eq(f_relu),
-            pc.raw.eq(f_raw), pc.fwd.eq(f_out & ~f_raw), pc.filt.eq(f_filt),
-            pc.clear_stats.eq(1), pc.te.eq(te_applied), pc.tm.eq(tm_applied),
-            pc.base.eq(d.hist_base),
+            pc.op.eq(PathOp.DRAIN), pc.m.eq(Mux(drain_t, dn, dm)), pc.n.eq(Mux(drain_t, dm, dn)),
+            pc.relu.eq(f_relu), pc.raw.eq(f_raw), pc.fwd.eq(f_upd | (f_out & ~f_raw)),
+            pc.filt.eq(f_filt & ~f_upd), pc.clear_stats.eq(1), pc.te.eq(te_applied),
+            pc.tm.eq(tm_applied), pc.base.eq(d.hist_base),
         ]
+        # the update path's hyper-parameters and shape
+        for port, fld in ((upd.lr, d.lr), (upd.momentum, d.momentum),
+                          (upd.weight_decay, d.weight_decay)):
+            m.d.comb += [port.mant.eq(fld[:16]), port.shift.eq(fld[16:22])]
+        m.d.comb += [upd.m.eq(dm), upd.n.eq(dn)]
+        upd_over = Signal()
+        seen_upd = Signal()
+        with m.If(upd.done):
+            m.d.sync += seen_upd.eq(1)
         dc = dec.cmd.payload
         # operand streams are budgets; a non-constant source, because a constant bit of a
         # partly assigned port becomes an `always @*` without inputs that Verilator never runs
@@ -442,7 +473,7 @@ class Accelerator(wiring.Component):
                     m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.comb += busy.eq(1)
-                m.d.sync += [dcyc.eq(0), done_count.eq(idx)]
+                m.d.sync += [dcyc.eq(0), done_count.eq(idx), drain_t.eq(0)]
                 with m.If(idx == count):
                     with m.If(pend):
                         m.d.sync += [code.eq(ErrorCode.BAD_CHAIN), idx.eq(pend_idx)]
@@ -550,6 +581,14 @@ class Accelerator(wiring.Component):
                         m.d.sync += [pend.eq(1), pend_idx.eq(idx), pend_m.eq(d.m),
                                      pend_n.eq(d.n), r_valid.eq(0), r_out.eq(0), r_filt.eq(0)]
                         m.next = "STATS"
+                    with m.Elif(f_upd):
+                        m.d.sync += [pend.eq(0), r_valid.eq(0), r_out.eq(0), r_filt.eq(0),
+                                     upd_active.eq(1), upd.mode.eq(0), seen_upd.eq(0),
+                                     sent_rd.eq(0), need_ws.eq(1), seen_rd.eq(0),
+                                     seen_ws.eq(0), ws_err.eq(DMAError.OK), ws_state.eq(1),
+                                     route.eq(3),
+                                     upd_over.eq(0), drain_t.eq(0)]
+                        m.next = "UPD_START"
                     with m.Else():
                         m.d.sync += [pend.eq(0), sent_op.eq(0), seen_op.eq(0),
                                      seen_wf.eq(~f_out), seen_ws.eq(~f_filt),
@@ -584,6 +623,79 @@ class Accelerator(wiring.Component):
                     with m.If((wf_err == DMAError.BUS) | (ws_err == DMAError.BUS)):
                         fail(ErrorCode.BUS_ERROR)
                     with m.Elif((wf_err != DMAError.OK) | (ws_err != DMAError.OK)):
+                        fail(ErrorCode.OVERFLOW)
+                    with m.Elif(op_status != PathStatus.OK):
+                        fail(ErrorCode.INTERNAL)
+                    with m.Else():
+                        m.next = "STATS"
+            with m.State("UPD_START"):
+                # pass 0: dW and the state through the update unit, state back to DRAM
+                m.d.comb += [busy.eq(1), upd.start.eq(1)]
+                m.next = "UPD"
+            with m.State("UPD"):
+                m.d.comb += busy.eq(1)
+                m.d.comb += [
+                    rd.cmd.valid.eq(~sent_rd), rd.cmd.payload.addr.eq(d.mask_addr),
+                    rd.cmd.payload.length.eq(d.mask_len),
+                    ws.cmd.valid.eq(need_ws), ws.cmd.payload.addr.eq(d.mask_addr),
+                    ws.cmd.payload.length.eq(d.mask_len),
+                ]
+                with m.If(rd.cmd.ready):
+                    m.d.sync += sent_rd.eq(1)
+                with m.If(ws.cmd.ready):
+                    m.d.sync += need_ws.eq(0)
+                with m.If(sent_rd & ~need_ws & seen_rd & seen_ws & seen_upd):
+                    m.d.sync += [ws_state.eq(0), upd_active.eq(0), sent_op.eq(0),
+                                 seen_op.eq(0), seen_wf.eq(0), need_wf.eq(1)]
+                    with m.If((rd_err != DMAError.OK) | (ws_err != DMAError.OK)):
+                        fail(ErrorCode.BUS_ERROR)
+                    with m.Elif(f_out):
+                        m.next = "UPD_DRAIN"
+                    with m.Elif(f_filt):
+                        m.next = "UPD_T_START"
+                    with m.Else():
+                        m.next = "STATS"
+            with m.State("UPD_T_START"):
+                # pass 1: the transposed masters into the C buffer
+                m.d.comb += [busy.eq(1), upd.start.eq(1)]
+                m.d.sync += [upd_active.eq(1), upd.mode.eq(1), seen_upd.eq(0),
+                             drain_t.eq(1), sent_op.eq(0), seen_op.eq(0), seen_wf.eq(0),
+                             need_wf.eq(1)]
+                m.next = "UPD_T"
+            with m.State("UPD_T"):
+                m.d.comb += busy.eq(1)
+                with m.If(seen_upd):
+                    m.d.sync += upd_active.eq(0)
+                    m.next = "UPD_DRAIN"
+            with m.State("UPD_DRAIN"):
+                # W (m x n) to out_addr, or W^T (n x m) to filt_addr, through the forward path
+                m.d.comb += busy.eq(1)
+                m.d.comb += [
+                    op.cmd.valid.eq(~sent_op),
+                    wf.cmd.valid.eq(need_wf),
+                    wf.cmd.payload.addr.eq(Mux(drain_t, d.filt_addr, d.out_addr)),
+                    wf.cmd.payload.length.eq(Mux(drain_t, d.filt_cap, d.out_cap)),
+                ]
+                with m.If(op.cmd.ready):
+                    m.d.sync += sent_op.eq(1)
+                with m.If(wf.cmd.ready):
+                    m.d.sync += need_wf.eq(0)
+                with m.If((sent_op | op.cmd.ready) & (~need_wf | wf.cmd.ready)):
+                    m.next = "UPD_DRAIN_WAIT"
+            with m.State("UPD_DRAIN_WAIT"):
+                m.d.comb += busy.eq(1)
+                with m.If(seen_op & seen_wf):
+                    m.d.sync += [sent_op.eq(0), seen_op.eq(0), seen_wf.eq(0), need_wf.eq(1)]
+                    with m.If(drain_t):
+                        m.d.sync += r_filt.eq(wf.written)
+                    with m.Else():
+                        m.d.sync += r_out.eq(wf.written)
+                    with m.If(wf_err == DMAError.BUS):
+                        fail(ErrorCode.BUS_ERROR)
+                    with m.Elif(~drain_t & f_filt):
+                        m.d.sync += upd_over.eq(upd_over | (wf_err != DMAError.OK))
+                        m.next = "UPD_T_START"
+                    with m.Elif(upd_over | (wf_err != DMAError.OK)):
                         fail(ErrorCode.OVERFLOW)
                     with m.Elif(op_status != PathStatus.OK):
                         fail(ErrorCode.INTERNAL)
@@ -634,6 +746,7 @@ class Accelerator(wiring.Component):
                     m.next = "ERROR"
             with m.State("ERROR"):
                 m.d.comb += [busy.eq(1), csr.status_error_set.eq(1)]
-                m.d.sync += [err_code.eq(code), err_index.eq(idx)]  # done_count: set by NEXT
+                m.d.sync += [err_code.eq(code), err_index.eq(idx),  # done_count: set by NEXT
+                             upd_active.eq(0), ws_state.eq(0), drain_t.eq(0)]
                 m.next = "IDLE"
         return m

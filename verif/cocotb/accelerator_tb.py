@@ -8,6 +8,7 @@ the memory), ``SEED``.
   with WG; the host's SGD update and threshold controllers between steps, as
   ``runtime.driver.train_step`` does): after every job the RTL's DRAM image equals the
   golden model's byte for byte and the counters agree (:class:`verif.cocotb.system.System`).
+* ``test_mlp_steps_update``: the same with the weight update on the chip (``Flag.UPDATE``).
 * ``test_errors``: every error case of ``docs/system.md`` ("Errors"), each followed by a
   successful job.
 """
@@ -110,6 +111,36 @@ async def test_mlp_steps(dut):
         dut._log.info(f"job {name}: {st.completed} descriptors, {cycles} cycles")
 
 
+@cocotb.test()
+async def test_mlp_steps_update(dut):
+    """The same with the weight update on the chip (MLPStep(update=True)): state, W and W^T
+    rewritten by the WG tiles, compared byte for byte after every job."""
+    rng = np.random.default_rng(SEED + 2)
+    step = MLPStep(SIZES, BATCH, CFG, update=True)
+    sys = System(dut, CFG, step.dram_size, SEED)
+    await sys.start()
+    sys.set_pacing(PACING)
+    host = Host(step, rng)
+    await sys.load(step.state_writes(host.weights_now()))
+    hyper = (0.05, 0.9, 5e-4)
+    fp, bp = step.jobs["fp"], step.jobs["bp"]
+    for s in range(STEPS):
+        x = rng.random((BATCH, SIZES[0])).astype(np.float32)
+        labels = rng.integers(0, SIZES[-1], BATCH)
+        await sys.load(step.input_writes(x) + step.descriptor_writes(host.thresholds(), hyper))
+        st = await sys.run_both("fp", fp.desc_base, fp.count)
+        assert st.ok, st
+        logits = (await sys.rtl.read_tensor(step.tensors["logits"])).value()
+        loss, g, correct = nn.softmax_cross_entropy(logits, labels)
+        await sys.load(step.loss_grad_writes(g))
+        st = await sys.run_both("bp", bp.desc_base, bp.count)
+        assert st.ok, st
+        records = {job: await sys.rtl.read_stats(step.stats_regions(job)) for job in ("fp", "bp")}
+        for key, c in host.ctrl.items():
+            c.update(step.filter_stats(records)[key])
+        dut._log.info(f"step {s} (on-chip update): loss {loss:.4f}, {correct}/{BATCH} correct")
+
+
 def _descs(blob):
     return [unpack(blob[i:i + DESC_BYTES]) for i in range(0, len(blob), DESC_BYTES)]
 
@@ -167,6 +198,10 @@ async def test_errors(dut):
     await case("unknown phase", edit(j, phase=3), ErrorCode.BAD_OP, j)
     await case("undefined flag", edit(j, flags=d["flags"] | 1 << 9), ErrorCode.BAD_OP, j)
     await case("update", edit(j, op=Op.UPDATE), ErrorCode.UNSUPPORTED, j)
+    await case("UPDATE with RELU/KEEP", edit(j, flags=d["flags"] | Flag.UPDATE | Flag.RELU),
+               ErrorCode.BAD_OP, j)
+    upd = dict(flags=Flag.UPDATE, mask_addr=spare + 0x1000, mask_len=d["m"] * d["n"] * 8 - 8)
+    await case("UPDATE state length", edit(j, **upd), ErrorCode.BAD_ADDRESS, j)
     # shapes
     await case("m = 0", edit(j, m=0), ErrorCode.BAD_SHAPE, j)
     await case("n too large", edit(j, n=CFG.max_n + 1), ErrorCode.BAD_SHAPE, j)
