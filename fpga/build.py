@@ -97,12 +97,29 @@ def _tool(var: str, default: str) -> str:
     return os.environ.get(var, default)
 
 
-def _run(cmd, cwd: Path, log: Path) -> float:
+_OVERFULL = re.compile(r"Info:\s+(ICESTORM_LC|TRELLIS_COMB|DP16KD|ICESTORM_RAM):\s+(\d+)/\s*(\d+)")
+
+
+def _run(cmd, cwd: Path, log: Path, watch_fit: bool = False) -> float:
+    """Run ``cmd`` with its output in ``log``; with ``watch_fit`` (nextpnr), stop it as soon as
+    its utilization report shows more cells of a kind than the part has (nextpnr-ecp5 would
+    otherwise try to place an overfull design for many minutes)."""
     t0 = time.monotonic()
     shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
     print(f"  $ {' '.join(map(str, cmd))}  (log: {shown})", flush=True)
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            time.sleep(2)
+            if watch_fit:
+                over = [(k, int(a), int(b)) for k, a, b in _OVERFULL.findall(log.read_text())
+                        if int(a) > int(b)]
+                if over:
+                    proc.terminate()
+                    proc.wait()
+                    k, a, b = over[0]
+                    raise RuntimeError(f"ERROR: does not fit: {k} {a} of {b} "
+                                       f"({100 * a / b:.0f} %) after packing")
     if proc.returncode:
         tail = log.read_text().splitlines()[-30:]
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n" + "\n".join(tail))
@@ -173,7 +190,7 @@ def _build_design(t: dict, kind: str, config: str, out: Path) -> dict:
     try:
         times["nextpnr_s"] = round(_run(
             [nextpnr, "--json", "top.json", "--report", "pnr.json", *t["pnr"], *extra,
-             "--timing-allow-fail"], out, out / "nextpnr.log"), 1)
+             "--timing-allow-fail"], out, out / "nextpnr.log", watch_fit=True), 1)
     except RuntimeError as exc:  # e.g. the design does not fit: still report the synthesis
         errors = [ln for ln in str(exc).splitlines() if "ERROR" in ln]
         r["pnr_error"] = errors[0] if errors else str(exc).splitlines()[0]
@@ -229,6 +246,7 @@ def build(target: str, out_root: Path, designs=None) -> dict:
     first = results[0]
     report = {
         "target": target, "device": t["device"], "board": t["board"],
+        "git_commit": _git_commit(),
         "bitstream": t["bitstream"] if chosen else None,
         "bitstream_design": chosen["dir"] if chosen else None,
         "board_top_fits": any(r["design"] == "board" and r["pnr_error"] is None
@@ -241,6 +259,18 @@ def build(target: str, out_root: Path, designs=None) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"   {report['note']}", flush=True)
     return report
+
+
+def _git_commit() -> str | None:
+    """The commit the build is from (``+dirty`` when hdl/ or fpga/ have local changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hdl", "fpga"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def _note(t, results, chosen) -> str:
@@ -268,14 +298,15 @@ def table(out_root: Path) -> str:
     for path in sorted(out_root.glob("*/report.json")):
         rep = json.loads(path.read_text())
         for r in rep.get("designs", [rep]):
+            kind = r.get("design", "engine")
             cap = r["capacity"]
             t = r["times"]
             lc = "{} / {}".format(*r["logic_cells"]) if r.get("logic_cells") else "-"
-            design = _KIND_NAMES[r.get("design", "engine")] + \
+            design = _KIND_NAMES[kind] + \
                 (f", {r['config']} (R={r['rows']}, L={r['lanes']})" if r["config"] else "")
             if r.get("pnr_error"):
                 fmax, clock = "does not fit", "-"
-            elif r.get("design") != "engine":
+            elif kind != "engine":
                 fmax = f"{r['fmax_mhz']}"
                 clock = f"{r['clk_mhz']:g} MHz {'met' if r['timing_met'] else 'NOT met'}"
             else:
