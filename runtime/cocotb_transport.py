@@ -26,13 +26,26 @@ class CocotbTransport(Transport):
         Connected to the top's ``mem`` port.
     size : int
         Bytes of DRAM the host may reach (``read_mem`` / ``write_mem`` beyond raise).
+    poll_cycles : int
+        Clock cycles :meth:`pause` lets pass between two status polls (0: poll back to back).
+        Polling costs Python time on every AXI4-Lite transaction; a job's end is seen up to
+        ``poll_cycles`` late (in ``cycles``, the hardware's own counter, not at all).
     """
 
-    def __init__(self, axil, ram, size: int):
+    def __init__(self, axil, ram, size: int, poll_cycles: int = 64):
         _check_u("DRAM size", size, 32)
+        if isinstance(poll_cycles, bool) or not isinstance(poll_cycles, int) or poll_cycles < 0:
+            raise ValueError(f"poll_cycles must be a non-negative integer, not {poll_cycles!r}")
         self.axil = axil
         self.ram = ram
         self.size = size
+        self.poll_cycles = poll_cycles
+
+    async def pause(self) -> None:
+        if self.poll_cycles:
+            from cocotb.triggers import ClockCycles
+
+            await ClockCycles(self.axil.write_if.clock, self.poll_cycles)
 
     async def read32(self, addr: int) -> int:
         _check_u("CSR address", addr, 32)

@@ -95,7 +95,9 @@ class Accelerator:
 
     async def wait(self) -> JobStatus:
         """Poll until the job ends; its :class:`JobStatus`."""
-        for _ in range(self.max_polls):
+        for poll in range(self.max_polls):
+            if poll:
+                await self.transport.pause()
             st = await self.read_reg("status")
             if not st["busy"] and (st["done"] or st["error"]):
                 code = ErrorCode((await self.read_reg("err_code"))["code"])

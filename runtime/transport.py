@@ -61,6 +61,11 @@ class Transport(abc.ABC):
     async def write_mem(self, addr: int, data) -> None:
         """Store ``data`` in DRAM at ``addr``."""
 
+    async def pause(self) -> None:
+        """Called by the driver between two status polls of a running job (nothing by
+        default; a simulated transport lets simulated time pass)."""
+        return None
+
 
 def _check_u(name, v, bits):
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < (1 << bits):

@@ -5,9 +5,10 @@ golden model, with a summary table and ``build/sim/summary.json``.
 
 Builds :class:`hdl.accelerator.Accelerator` under Verilator (``build/sim/sim-<config>``, reused
 when the Verilog is unchanged) and runs ``verif/cocotb/sim_tb.py``: per step the FP job, the
-loss gradient on the host, the BP job (BP and WG), the host's SGD update and threshold
-controllers (target sparsity 0.9). After every job the RTL's DRAM image must equal the golden
-executor's byte for byte (every tensor) and the counters must agree.
+loss gradient on the host, the BP job (BP, WG and the fixed-point weight update of
+``golden.update`` on the chip: masters, velocities, ``W`` and ``W^T`` never leave DRAM), and
+the host's threshold controllers (target sparsity 0.9). After every job the RTL's DRAM image
+must equal the golden executor's byte for byte (every tensor) and the counters must agree.
 
 ``summary.json``: ``golden_match`` (true only if every job matched), ``tensors_checked``
 (tensors written by the jobs and compared), ``cycles`` per phase, ``dram_bytes`` (read,
@@ -68,7 +69,8 @@ def summarize(raw: dict) -> dict:
 
 
 def table(s: dict) -> str:
-    lines = [f"digits MLP 64-128-64-10, batch 32, config {s['config']}, {s['steps']} step(s)",
+    lines = [f"digits MLP 64-128-64-10, batch 32, config {s['config']}, {s['steps']} step(s) "
+             f"(FP, BP, WG and weight update on the RTL)",
              "", "| phase | cycles | MACs dense | MACs done | skipped |",
              "|---|---:|---:|---:|---:|"]
     for p in ("fp", "bp", "wg"):

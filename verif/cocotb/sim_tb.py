@@ -1,5 +1,6 @@
-"""``make sim``: digits-MLP training steps on the RTL top, every job checked against the golden
-executor; the raw results go to ``$OUT`` (JSON) for :mod:`verif.sim` to summarize.
+"""``make sim``: digits-MLP training steps on the RTL top (FP, BP, WG and the fixed-point weight
+update, all on the chip), every job checked against the golden executor; the raw results go to
+``$OUT`` (JSON) for :mod:`verif.sim` to summarize.
 
 Environment: ``CONFIG``, ``STEPS``, ``SEED``, ``OUT``.
 """
@@ -24,17 +25,21 @@ SEED = int(os.environ.get("SEED", "0"))
 OUT = os.environ["OUT"]
 SIZES, BATCH = (64, 128, 64, 10), 32
 CLOCK_NS = 10  # verif.cocotb.stream_bfm.start_clock
-WRITES = {"fp": ("y", "s", "logits"), "bp": ("e", "dw")}  # tensors each job writes
+WRITES = {"fp": ("y", "s", "logits"), "bp": ("e", "st", "w", "wt")}  # tensors each job writes
+HYPER = (0.05, 0.9, 5e-4)  # lr, momentum, weight decay (golden.train's defaults)
 
 
 def fp16_bytes(blob):
-    """DRAM bytes of a job's descriptors with dense FP16 tensors (FP32 for RAW outputs)."""
+    """DRAM bytes of a job's descriptors with dense FP16 tensors (FP32 for RAW outputs and
+    for the master weights and momenta of the update)."""
     total = 0
     for i in range(0, len(blob), DESC_BYTES):
         d = unpack(blob[i:i + DESC_BYTES])
         m, n, k = d["m"], d["n"], 16 * d["kblocks"]
         total += 2 * (m + n) * k + (2 * m * n if d["flags"] & Flag.MASK else 0)
-        if not d["flags"] & Flag.KEEP:
+        if d["flags"] & Flag.UPDATE:  # FP32 master and momentum in and out, W and W^T
+            total += 16 * m * n + 2 * m * n * ((d["out_cap"] > 0) + (d["filt_cap"] > 0))
+        elif not d["flags"] & Flag.KEEP:
             if d["flags"] & Flag.RAW:
                 total += 4 * m * n
             else:
@@ -50,12 +55,12 @@ async def sim_main(dut):
     model = train.build_model("mlp", ds.image_shape, ds.n_classes, SIZES[1:-1])
     model.init(rng)
     layers = model.gemm_layers
-    opt = nn.SGD(layers, 0.05, 0.9, 5e-4)
     ctrl = {(i, k): sparsity.ThresholdController(0.9, margin=0.004)
             for i in range(len(layers) - 1) for k in ("act", "err")}
-    step = MLPStep(SIZES, BATCH, cfg)
+    step = MLPStep(SIZES, BATCH, cfg, update=True)  # the whole step on the chip
     sys = System(dut, cfg, step.dram_size, SEED)
     await sys.start()
+    await sys.load(step.state_writes([layer.w for layer in layers]))
     order = rng.permutation(len(ds.y_train))
     out = {"config": CONFIG, "steps": [], "golden_match": True, "tensors_checked": 0,
            "mismatch": None}
@@ -64,8 +69,7 @@ async def sim_main(dut):
         idx = order[(s * BATCH) % len(order):][:BATCH]
         x, labels = ds.x_train[idx].reshape(BATCH, -1), ds.y_train[idx]
         thr = {key: (c.threshold, c.base) for key, c in ctrl.items()}
-        await sys.load(step.weight_writes([layer.w for layer in layers])
-                       + step.input_writes(x) + step.descriptor_writes(thr))
+        await sys.load(step.input_writes(x) + step.descriptor_writes(thr, HYPER))
         rec = {"jobs": {}}
         for job in ("fp", "bp"):
             j = step.jobs[job]
@@ -104,10 +108,6 @@ async def sim_main(dut):
                            for (i, k), st in stats.items()}
         rec["loss"], rec["correct"] = float(loss), int(correct)
         out["steps"].append(rec)
-        for layer in range(step.layers):
-            dw = (await sys.rtl.read_tensor(step.tensors[f"dw{layer}"])).value()
-            layers[layer].grad = dw.astype(np.float32)
-        opt.step()
         for key, c in ctrl.items():
             c.update(stats[key])
         dut._log.info(f"step {s + 1}/{STEPS}: loss {loss:.4f}, {correct}/{BATCH} correct, "

@@ -12,6 +12,9 @@ byte.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
@@ -50,6 +53,9 @@ class System:
         start_clock(dut)
         self.ram = FaultyAxiRam(dut, "mem_", size=dram_size)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr_"), dut.clk, dut.rst)
+        for log in (self.axil.write_if.log, self.axil.read_if.log, self.ram.write_if.log,
+                    self.ram.read_if.log):
+            log.setLevel(logging.WARNING)  # a line per transaction costs time and log
         self.rtl = Accelerator(CocotbTransport(self.axil, self.ram, dram_size))
         self.gold_tr = GoldenTransport(cfg, dram_size)
         self.gold = Accelerator(self.gold_tr)
@@ -96,9 +102,14 @@ class System:
         """
         job = _Job(desc_base, count)
         t0 = cocotb.utils.get_sim_time("ns")
+        w0 = time.perf_counter()
         st = await self.rtl.run(job, check=False)
         cycles = (await self.rtl.read_reg("cycles"))["count"]
+        w1 = time.perf_counter()
         gst = await self.gold.run(job, check=False)
+        w2 = time.perf_counter()
+        self.dut._log.info(f"{name}: RTL {cycles} cycles in {w1 - w0:.1f} s, golden "
+                           f"{w2 - w1:.1f} s")
         detail = self.gold_tr.jobs[-1].detail
         assert st == gst, f"{name}: RTL ended {st}, golden {gst} ({detail})"
         if compare_dram:
