@@ -7,24 +7,28 @@
                    Accelerator.mem (AXI4) --> AXI4Arbiter.s[0] --m--> AXI4RAM.bus
                    Accelerator.irq ---------> UARTBridge.irq
 
-:class:`BoardTop` puts it on an ``amaranth-boards`` platform: the board's oscillator is the
-``sync`` clock (no PLL: the declared clock is the oscillator's, see :data:`BOARDS`), the
-platform's reset logic (iCE40: a power-on delay for the block RAMs; ECP5: ``GSR``) resets it,
-and the UART pins of the board's USB serial bridge (FTDI) are ``rx`` / ``tx``. The
-``ftdi_rxd`` input gets the bridge's two-flop synchronizer (``hdl.uart.UARTRx``).
+:class:`BoardTop` puts it on an ``amaranth-boards`` platform: on the iCEBreaker the 12 MHz
+oscillator is the ``sync`` clock with the platform's reset logic (a power-on delay for the
+block RAMs); on the ULX3S an ``EHXPLLL`` makes 12.5 MHz from the 25 MHz oscillator and
+``sync`` stays in reset (a reset synchronizer) until the PLL locks. The declared clock
+(:data:`BOARDS` ``clk_hz``) is what nextpnr must meet. The UART pins of the board's USB serial
+bridge (FTDI) are ``rx`` / ``tx`` (``rx`` gets the bridge's two-flop synchronizer,
+``hdl.uart.UARTRx``).
 
 Boards (:data:`BOARDS`):
 
 * ``icebreaker``: iCEBreaker (iCE40 UP5K, 12 MHz), ``tiny`` engine, the 128 KiB of SPRAM as
   memory, 115200 baud (divisor 104: 0.16 % fast);
-* ``ulx3s-85f``: ULX3S with the 85F (ECP5 LFE5U-85F, 25 MHz), ``default`` engine, block RAM
-  as memory, 115200 baud (divisor 217: 0.006 % slow).
+* ``ulx3s-85f``: ULX3S with the 85F (ECP5 LFE5U-85F, 25 MHz oscillator, 12.5 MHz from the
+  PLL), ``default`` engine (which does not fit: ``fpga.build`` falls back to ``tiny``), block
+  RAM as memory, 115200 baud (divisor 109: 0.45 % slow).
 """
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import ClockDomain, Instance, Module, Signal
 from amaranth.lib import wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from hdl.accelerator import ADDR_W, DATA_W, Accelerator
@@ -56,7 +60,11 @@ BOARDS = {
     "ulx3s-85f": {
         "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
         "config": "default", "mem_bytes": 128 * 1024, "spram": False,
-        "clk_hz": 25e6, "baud": 115200, "family": "ecp5",
+        # the tiny board top reached 17.1 MHz (nextpnr) against 25 MHz: an EHXPLLL makes
+        # 12.5 MHz from the 25 MHz oscillator (yowasp-ecppll -i 25 -o 12.5)
+        "clk_hz": 12.5e6, "baud": 115200, "family": "ecp5",
+        "pll": {"in": "clk25", "in_mhz": 25, "out_mhz": 12.5, "clki_div": 2, "clkop_div": 48,
+                "clkop_cphase": 23, "clkfb_div": 1},
     },
 }
 
@@ -197,9 +205,34 @@ class BoardTop(wiring.Component):
                                       mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"])
         super().__init__({})
 
+    def _pll(self, m, platform, pll):
+        """The ``sync`` domain from an ECP5 EHXPLLL, held in reset until the PLL locks."""
+        clk_in = platform.request(pll["in"], 0)
+        m.domains.sync = cd = ClockDomain("sync")
+        locked = Signal()
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=str(pll["in_mhz"]), a_FREQUENCY_PIN_CLKOP=str(pll["out_mhz"]),
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+            p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+            p_CLKI_DIV=pll["clki_div"], p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=pll["clkop_div"],
+            p_CLKOP_CPHASE=pll["clkop_cphase"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            p_CLKFB_DIV=pll["clkfb_div"],
+            i_RST=0, i_STDBY=0, i_CLKI=clk_in.i, o_CLKOP=cd.clk, i_CLKFB=cd.clk,
+            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+            i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+        m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
+        platform.add_clock_constraint(cd.clk, pll["out_mhz"] * 1e6)
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.system = sys_ = self.system
+        pll = BOARDS[self.board].get("pll")
+        if pll is not None:
+            self._pll(m, platform, pll)
         uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
         from amaranth.lib import io
 
