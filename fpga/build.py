@@ -3,7 +3,8 @@
 Targets (``--target``, repeatable; default both):
 
 * ``ice40-tiny``: iCEBreaker (iCE40 UP5K, sg48, 12 MHz), ``synth_ice40 -dsp``;
-* ``ecp5-default``: ULX3S 85F (ECP5 LFE5U-85F, CABGA381, 25 MHz), ``synth_ecp5``.
+* ``ecp5-default``: ULX3S 85F (ECP5 LFE5U-85F, CABGA381, 12.5 MHz from the PLL),
+  ``synth_ecp5``.
 
 Each target has a list of *designs* tried in order until one places and routes:
 
@@ -71,8 +72,9 @@ TARGETS = {
     },
     "ecp5-default": {
         "board": "ulx3s-85f", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
-        # default first; if it does not fit the 85F, the same board top with the tiny engine
-        "designs": [("board", "default"), ("board", "tiny")],
+        # default first; it does not fit the 85F (~165 %), nor does small (122 %): the same
+        # board top with the tiny engine (86 %), and the host link alone as the last resort
+        "designs": [("board", "default"), ("board", "tiny"), ("link", "-")],
         # synth_ecp5's LUT mapping step (abc9) is replaced by the classic `abc -lut 4:7`:
         # this Yosys (0.70, YoWASP) fails an assertion in abc9's reintegration (rtlil.cc:3091,
         # GetSize(conn.first) == GetSize(conn.second)) on the L=4 engine
