@@ -56,3 +56,19 @@ def test_icebreaker_link_elaborates_with_pins_and_clock():
     assert "set_io uart_0__rx__io 6" in pcf and "set_io uart_0__tx__io 9" in pcf
     assert "set_frequency clk12_0__io 12.0" in pcf
     assert plan.files["top.il"].count("SB_SPRAM256KA") >= 4
+
+
+def test_ulx3s_link_elaborates_with_pll_and_pins():
+    """The ULX3S link-only top: FTDI pins M1 (rx) / L4 (tx), an EHXPLLL 25 -> 12.5 MHz and the
+    12.5 MHz constraint on its output next to the oscillator's 25 MHz."""
+    from fpga.boards import board_platform
+
+    plan = board_platform("ulx3s-85f").build(BoardTop("ulx3s-85f", link_only=True),
+                                             name="top", do_build=False)
+    lpf = plan.files["top.lpf"]
+    assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in lpf
+    assert 'LOCATE COMP "uart_0__tx__io" SITE "L4"' in lpf
+    assert "12500000.0 HZ" in lpf and 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ' in lpf
+    il = plan.files["top.il"]
+    assert "EHXPLLL" in il and "CLKOP_DIV" in il
+    assert BOARDS["ulx3s-85f"]["clk_hz"] == 25e6 * 1 / 2  # CLKI_DIV=2, CLKFB_DIV=1 from CLKOP
