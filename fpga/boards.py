@@ -27,7 +27,7 @@ Boards (:data:`BOARDS`):
 from __future__ import annotations
 
 from amaranth import ClockDomain, Instance, Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -207,7 +207,7 @@ class BoardTop(wiring.Component):
 
     def _pll(self, m, platform, pll):
         """The ``sync`` domain from an ECP5 EHXPLLL, held in reset until the PLL locks."""
-        clk_in = platform.request(pll["in"], 0)
+        m.submodules.clk_buf = clk_in = io.Buffer("i", platform.request(pll["in"], 0, dir="-"))
         m.domains.sync = cd = ClockDomain("sync")
         locked = Signal()
         m.submodules.pll = Instance(
@@ -233,9 +233,7 @@ class BoardTop(wiring.Component):
         pll = BOARDS[self.board].get("pll")
         if pll is not None:
             self._pll(m, platform, pll)
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
-        from amaranth.lib import io
-
+        uart = platform.request("uart", 0, dir="-")  # rts, dtr (ULX3S) stay unused
         m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
         m.d.comb += [sys_.rx.eq(rx.i), tx.o.eq(sys_.tx)]
