@@ -1,7 +1,7 @@
 """A few-pin FPGA harness around the GEMM engine that keeps every cell alive.
 
-The engine alone is built inside this harness (the ``engine`` builds of ``fpga.build``, and
-what the iCE40 target builds since the full accelerator does not fit the UP5K): all input
+The engine alone is built inside this harness (the ``engine`` designs of ``fpga.build``: a
+resource and Fmax measurement, the second design the iCE40 target tries): all input
 ports (streams' payloads and valids, the output ready, the K-segment carry port's
 ``carry_data`` and ``carry_ready``) are driven from one long shift register
 fed by the ``sdi`` pin, and every output bit is XOR-folded into an 8-bit register on the
