@@ -429,6 +429,18 @@ class MLPStep:
         return dict(zip(("lr", "momentum", "weight_decay"), (h.word for h in regs),
                         strict=True))
 
+    def _weights(self, weights) -> list:
+        """``weights`` as arrays of the layers' shapes ``(out, in)``, or ``ValueError``."""
+        weights = [np.asarray(w) for w in weights]
+        if len(weights) != self.layers:
+            raise ValueError(f"Expected {self.layers} weight matrices, not {len(weights)}")
+        for layer, w in enumerate(weights):
+            want = (self.sizes[layer + 1], self.sizes[layer])
+            if w.shape != want:
+                raise ValueError(f"Weights of layer {layer} must have shape {want}, not "
+                                 f"{w.shape}")
+        return weights
+
     def state_writes(self, weights) -> list:
         """``(addr, bytes)`` of the on-chip update's initial state (``update=True``): the
         int32 masters :func:`golden.update.to_fixed` of ``weights`` (FP32, ``(out, in)`` per
@@ -438,16 +450,9 @@ class MLPStep:
 
         if not self.update:
             raise ValueError("state_writes is for an image with update=True")
-        weights = list(weights)
-        if len(weights) != self.layers:
-            raise ValueError(f"Expected {self.layers} weight matrices, not {len(weights)}")
         out = []
-        for layer, w in enumerate(weights):
+        for layer, w in enumerate(self._weights(weights)):
             k, co = self.sizes[layer], self.sizes[layer + 1]
-            w = np.asarray(w)
-            if w.shape != (co, k):
-                raise ValueError(f"Weights of layer {layer} must have shape {(co, k)}, not "
-                                 f"{w.shape}")
             master = update.to_fixed(w, update.W_FRAC)
             out += self.state_tiles(layer, master, np.zeros_like(master))
             wq, wtq = update.requantize(master)
@@ -486,16 +491,9 @@ class MLPStep:
         """``(addr, bytes)`` of ``W`` and ``W^T`` of every layer, quantized as ``golden.nn``
         does from the FP32 master weights (``weights[l]`` of shape ``(out, in)``)."""
         nx = nn.Numerics("bfp8")
-        weights = list(weights)
-        if len(weights) != self.layers:
-            raise ValueError(f"Expected {self.layers} weight matrices, not {len(weights)}")
         out = []
-        for layer, w in enumerate(weights):
+        for layer, w in enumerate(self._weights(weights)):
             k, co = self.sizes[layer], self.sizes[layer + 1]
-            w = np.asarray(w)
-            if w.shape != (co, k):
-                raise ValueError(f"Weights of layer {layer} must have shape {(co, k)}, not "
-                                 f"{w.shape}")
             kp, cop = nn.pad16(k), nn.pad16(co)
             wp = np.zeros((cop, kp), np.float32)
             wp[:co, :k] = w

@@ -35,10 +35,11 @@ SEED = int(os.environ.get("SEED", "1"))
 SPARE = 0x4000  #: DRAM after the step's image, for the error tests' descriptors
 
 
-async def mlp_step(sys, step, weights, x, labels, thresholds):
-    """One training step on both models; returns ``(loss, correct, grads, stats)``."""
-    await sys.load(step.weight_writes(weights) + step.input_writes(x)
-                   + step.descriptor_writes(thresholds))
+async def mlp_step(sys, step, weights, x, labels, thresholds, hyper=None):
+    """One training step on both models; returns ``(loss, correct, grads, stats)`` (``grads``
+    None with the on-chip update: then ``weights`` is None and ``hyper`` the update's)."""
+    writes = [] if step.update else step.weight_writes(weights)
+    await sys.load(writes + step.input_writes(x) + step.descriptor_writes(thresholds, hyper))
     fp, bp = step.jobs["fp"], step.jobs["bp"]
     st = await sys.run_both("fp", fp.desc_base, fp.count)
     assert st.ok, st
@@ -47,8 +48,9 @@ async def mlp_step(sys, step, weights, x, labels, thresholds):
     await sys.load(step.loss_grad_writes(g))
     st = await sys.run_both("bp", bp.desc_base, bp.count)
     assert st.ok, st
-    grads = [(await sys.rtl.read_tensor(step.tensors[f"dw{layer}"])).value().astype(np.float32)
-             for layer in range(step.layers)]
+    grads = None if step.update else [
+        (await sys.rtl.read_tensor(step.tensors[f"dw{layer}"])).value().astype(np.float32)
+        for layer in range(step.layers)]
     records = {job: await sys.rtl.read_stats(step.stats_regions(job)) for job in ("fp", "bp")}
     return loss, correct, grads, step.filter_stats(records)
 
@@ -122,22 +124,13 @@ async def test_mlp_steps_update(dut):
     sys.set_pacing(PACING)
     host = Host(step, rng)
     await sys.load(step.state_writes(host.weights_now()))
-    hyper = (0.05, 0.9, 5e-4)
-    fp, bp = step.jobs["fp"], step.jobs["bp"]
     for s in range(STEPS):
         x = rng.random((BATCH, SIZES[0])).astype(np.float32)
         labels = rng.integers(0, SIZES[-1], BATCH)
-        await sys.load(step.input_writes(x) + step.descriptor_writes(host.thresholds(), hyper))
-        st = await sys.run_both("fp", fp.desc_base, fp.count)
-        assert st.ok, st
-        logits = (await sys.rtl.read_tensor(step.tensors["logits"])).value()
-        loss, g, correct = nn.softmax_cross_entropy(logits, labels)
-        await sys.load(step.loss_grad_writes(g))
-        st = await sys.run_both("bp", bp.desc_base, bp.count)
-        assert st.ok, st
-        records = {job: await sys.rtl.read_stats(step.stats_regions(job)) for job in ("fp", "bp")}
+        loss, correct, _, stats = await mlp_step(sys, step, None, x, labels, host.thresholds(),
+                                                 (0.05, 0.9, 5e-4))
         for key, c in host.ctrl.items():
-            c.update(step.filter_stats(records)[key])
+            c.update(stats[key])
         dut._log.info(f"step {s} (on-chip update): loss {loss:.4f}, {correct}/{BATCH} correct")
 
 
