@@ -115,11 +115,21 @@ class BoardSystem(wiring.Component):
                  timeout_bytes: int = 1024, rx_fifo_depth: int = 16, **acc_kwargs):
         if not isinstance(cfg, EngineConfig):
             reject(self, TypeError(f"cfg must be an EngineConfig, not {cfg!r}"))
-        self.accel = Accelerator(cfg, **acc_kwargs)
-        self.arbiter = AXI4Arbiter(2, ADDR_W, DATA_W)
-        self.ram = AXI4RAM(mem_bytes, DATA_W, ADDR_W, spram=spram)
-        self.bridge = UARTBridge(divisor, timeout_bytes=timeout_bytes,
-                                 rx_fifo_depth=rx_fifo_depth)
+        made = []  # a parameter error in one part must not leave the others "unused"
+        try:
+            for name, make in (
+                    ("ram", lambda: AXI4RAM(mem_bytes, DATA_W, ADDR_W, spram=spram)),
+                    ("bridge", lambda: UARTBridge(divisor, timeout_bytes=timeout_bytes,
+                                                  rx_fifo_depth=rx_fifo_depth)),
+                    ("accel", lambda: Accelerator(cfg, **acc_kwargs)),
+                    ("arbiter", lambda: AXI4Arbiter(2, ADDR_W, DATA_W))):
+                setattr(self, name, make())
+                made.append(getattr(self, name))
+        except Exception:
+            for part in made:
+                part._MustUse__silence = True
+            self._MustUse__silence = True
+            raise
         self._cfg = cfg
         self._mem_bytes = mem_bytes
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "irq": Out(1)})
