@@ -57,7 +57,7 @@ from golden.jobs import STATS_BYTES, limits
 from hdl.descriptor import DESC_BYTES, Flag, Op, Phase, pack
 
 from .driver import StepResult
-from .image import KINDS, Allocator, Job, TiledTensor
+from .image import Allocator, Job, TiledTensor, threshold_settings
 
 __all__ = ["CNNStep", "CNNStepResult", "cnn_train_step"]
 
@@ -335,25 +335,7 @@ class CNNStep:
         return out
 
     def _settings(self, thresholds):
-        thresholds = dict(thresholds or {})
-        valid = {(i, k) for i in range(self.layers - 1) for k in KINDS}
-        for key in thresholds:
-            if key not in valid:
-                raise ValueError(f"Unknown threshold key {key!r}: expected (stage, kind) with "
-                                 f"stage in 0..{self.layers - 2} and kind in {KINDS}")
-        out = {}
-        for key in valid:
-            v = thresholds.get(key, sparsity.Threshold(0, 0))
-            if isinstance(v, sparsity.Threshold):
-                out[key] = (v, sparsity.DEFAULT_BASE)
-            elif hasattr(v, "threshold") and hasattr(v, "base"):
-                out[key] = (v.threshold, int(v.base))
-            elif isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], sparsity.Threshold):
-                out[key] = (v[0], int(v[1]))
-            else:
-                raise TypeError(f"Threshold for {key!r} must be a Threshold, (Threshold, base) "
-                                f"or a ThresholdController, not {v!r}")
-        return out
+        return threshold_settings(thresholds, self.layers)
 
     def descriptor_writes(self, thresholds=None) -> list:
         """``(addr, bytes)`` of every job's descriptor list with the given thresholds

@@ -356,25 +356,7 @@ class MLPStep:
                                 every=Flag.MASK, mask=(mask.name, ri, cj))
 
     def _settings(self, thresholds):
-        thresholds = dict(thresholds or {})
-        valid = {(i, k) for i in range(self.layers - 1) for k in KINDS}
-        for key in thresholds:
-            if key not in valid:
-                raise ValueError(f"Unknown threshold key {key!r}: expected (stage, kind) with "
-                                 f"stage in 0..{self.layers - 2} and kind in {KINDS}")
-        out = {}
-        for key in valid:
-            v = thresholds.get(key, sparsity.Threshold(0, 0))
-            if isinstance(v, sparsity.Threshold):
-                out[key] = (v, sparsity.DEFAULT_BASE)
-            elif hasattr(v, "threshold") and hasattr(v, "base"):
-                out[key] = (v.threshold, int(v.base))
-            elif isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], sparsity.Threshold):
-                out[key] = (v[0], int(v[1]))
-            else:
-                raise TypeError(f"Threshold for {key!r} must be a Threshold, (Threshold, base) "
-                                f"or a ThresholdController, not {v!r}")
-        return out
+        return threshold_settings(thresholds, self.layers)
 
     def descriptor_writes(self, thresholds=None, hyper=None) -> list:
         """``(addr, bytes)`` of both descriptor lists with the given thresholds.
@@ -566,6 +548,30 @@ class MLPStep:
                 e[0] += rec.macs_dense
                 e[1] += rec.macs_nonzero
         return out
+
+
+def threshold_settings(thresholds, layers: int) -> dict:
+    """``{(stage, kind): (Threshold, hist_base)}`` for every filtered tensor of a network with
+    ``layers`` GEMM layers from a user's ``thresholds`` mapping (missing keys filter nothing)."""
+    thresholds = dict(thresholds or {})
+    valid = {(i, k) for i in range(layers - 1) for k in KINDS}
+    for key in thresholds:
+        if key not in valid:
+            raise ValueError(f"Unknown threshold key {key!r}: expected (stage, kind) with "
+                             f"stage in 0..{layers - 2} and kind in {KINDS}")
+    out = {}
+    for key in valid:
+        v = thresholds.get(key, sparsity.Threshold(0, 0))
+        if isinstance(v, sparsity.Threshold):
+            out[key] = (v, sparsity.DEFAULT_BASE)
+        elif hasattr(v, "threshold") and hasattr(v, "base"):
+            out[key] = (v.threshold, int(v.base))
+        elif isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], sparsity.Threshold):
+            out[key] = (v[0], int(v[1]))
+        else:
+            raise TypeError(f"Threshold for {key!r} must be a Threshold, (Threshold, base) "
+                            f"or a ThresholdController, not {v!r}")
+    return out
 
 
 def _rows(t: BFPTensor, rows: int) -> BFPTensor:
