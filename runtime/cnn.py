@@ -43,10 +43,20 @@ and, for ``l > 0``, writes the BP operand ``dc{l}`` (im2col of ``dy{l}`` padded 
 Layout and tiling are those of :class:`runtime.image.MLPStep` (row tiles ``R_t``, column tiles
 ``C_t``, one stream per tile, dense capacities as budgets, one statistics record per
 descriptor).
+
+On-chip update (``update=True``, ``docs/system.md`` "On-chip update of a CNN"): the last WG
+tile of every weight tile carries ``Flag.UPDATE`` and updates the state ``st{l}`` (int32 master
+and velocity per element of ``W``, ``Co x k*k*C``), rewriting ``w{l}`` and ``wt{l}`` = ``W^T``
+(``k*k*C x Co``, natural order). Conv BP reads ``W^T`` in flipped order: a block of the
+flipped kernel at ``(c, kh, kw)`` is the block of ``W^T`` at row ``(k-1-kh, k-1-kw, c)``, so
+BP's K segment ``(p, Co tile)`` takes the ``W^T`` tile of kernel position ``k*k-1-p``; column
+tiles become ``gcd(C_t, every conv's Co)`` so that tile edges fall on kernel positions. BP
+descriptors precede their layer's WG (the update rewrites ``W^T``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,10 +64,19 @@ import numpy as np
 from golden import nn, sparsity
 from golden.bfp import BFPTensor, quantize, quantize_exact
 from golden.jobs import STATS_BYTES, limits
-from hdl.descriptor import DESC_BYTES, Flag, Op, Phase, pack
+from hdl.descriptor import DESC_BYTES, Flag, Op, Phase
 
 from .driver import StepResult
-from .image import Allocator, Job, TiledTensor, threshold_settings
+from .image import (
+    Allocator,
+    Job,
+    TiledTensor,
+    hyper_words,
+    pack_lists,
+    read_state_tiles,
+    state_tile_writes,
+    threshold_settings,
+)
 
 __all__ = ["CNNStep", "CNNStepResult", "cnn_train_step"]
 
@@ -121,6 +140,10 @@ class CNNStep:
         The engine configuration (its ``max_m``, ``max_n``, ``max_k``).
     error_copies : bool
         Also write the unfiltered copy of every error (``ye{l}``), for tests and measurements.
+    update : bool
+        Update the weights on the chip (module docstring): state tensors ``st{l}`` instead of
+        ``dw{l}``, ``wt{l}`` = ``W^T``; load the initial state with :meth:`state_writes`, give
+        the hyper-parameters to :meth:`descriptor_writes`.
 
     Attributes
     ----------
@@ -135,7 +158,8 @@ class CNNStep:
     dram_size : int
     """
 
-    def __init__(self, model, batch: int, cfg, error_copies: bool = False):
+    def __init__(self, model, batch: int, cfg, error_copies: bool = False,
+                 update: bool = False):
         if not isinstance(model, nn.Sequential):
             raise TypeError(f"model must be a golden.nn.Sequential, not {type(model).__name__}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1 or batch % BLOCK:
@@ -183,6 +207,10 @@ class CNNStep:
         if not self.row_tile or not self.col_tile:
             raise ValueError(f"Engine limits max_m={max_m}, max_n={max_n} leave no tile of "
                              f"{BLOCK} rows and columns")
+        self.update = bool(update)
+        if self.update:
+            # W^T row tiles must start at kernel positions (see "On-chip update" above)
+            self.col_tile = math.gcd(self.col_tile, *(g.co for g in self.convs))
         rt, ct = self.row_tile, self.col_tile
         T = {}
 
@@ -200,12 +228,16 @@ class CNNStep:
             tensor(f"y{i}", pooled, g.co)
             tensor(f"s{i}", pooled, g.co)
             tensor(f"w{i}", g.co, g.kdim, row_tile=ct)
-            tensor(f"dw{i}", g.co, g.kdim, raw=True, row_tile=ct)
+            # dW as RAW records, or the weights' state records (8 bytes each as well)
+            tensor(f"st{i}" if update else f"dw{i}", g.co, g.kdim, raw=True, row_tile=ct)
             tensor(f"dy{i}", pix, g.co)
             if i:
                 tensor(f"cs{i}", pix, g.kdim)
                 tensor(f"dc{i}", n * g.h * g.w, g.k * g.k * g.co)
-                tensor(f"wt{i}", g.c_stored, g.k * g.k * g.co, row_tile=ct)
+                if update:  # W^T: the update writes it, BP walks it in flipped order
+                    tensor(f"wt{i}", g.kdim, g.co, row_tile=ct)
+                else:  # the flipped kernel of golden.nn.Conv2d.backward
+                    tensor(f"wt{i}", g.c_stored, g.k * g.k * g.co, row_tile=ct)
                 for p in ("e", "ye") if error_copies else ("e",):
                     tensor(f"{p}{i - 1}", n * g.h * g.w, g.c_stored)
         f, nc = self.features, self.n_classes
@@ -213,7 +245,7 @@ class CNNStep:
         tensor("sf", n, f)
         tensor(f"w{L - 1}", nc, f, row_tile=ct)
         tensor(f"wt{L - 1}", f, nc, row_tile=ct)
-        tensor(f"dw{L - 1}", nc, f, raw=True, row_tile=ct)
+        tensor(f"st{L - 1}" if update else f"dw{L - 1}", nc, f, raw=True, row_tile=ct)
         tensor("logits", n, nc, raw=True)
         tensor("g", n, nc)
         for p in ("e", "ye") if error_copies else ("e",):
@@ -302,18 +334,26 @@ class CNNStep:
                 n = dw.tile_shape(0, j)[1]
                 segs = [(dy.tile_shape(s, 0)[0] // BLOCK, (dy.name, s, i), (xs.name, s, j), None)
                         for s in range(dy.grid[0])]
+                if self.update:
+                    tail = dict(flags=Flag.UPDATE, state=(dw.name, i, j),
+                                out=(f"w{layer}", i, j), hyper=True)
+                    if f"wt{layer}" in self.tensors:
+                        tail["filt"] = (f"wt{layer}", j, i)
+                else:
+                    tail = dict(flags=Flag.RAW, out=(dw.name, i, j))
                 self._chain(out, dict(phase=Phase.WG, m=m, n=n, layer=layer, label="wg"), segs,
-                            dict(flags=Flag.RAW, out=(dw.name, i, j)),
-                            every=Flag.A_REBLOCK | Flag.B_REBLOCK)
+                            tail, every=Flag.A_REBLOCK | Flag.B_REBLOCK)
 
-    def _bp(self, out, dy, wt, mask, stage, layer):
+    def _bp(self, out, dy, wt, mask, stage, layer, b_tile=None):
         """BP tiles of ``dy @ wt.T`` masked by ``mask``: the error at the output of
-        ``stage``."""
+        ``stage``. ``b_tile(cj, s)``: the B tile of output column tile ``cj`` and K segment
+        ``s`` (default ``(wt, cj, s)``)."""
+        b_tile = b_tile or (lambda cj, s: (wt.name, cj, s))
         for ri in range(dy.grid[0]):
             m = dy.tile_shape(ri, 0)[0]
-            for cj in range(wt.grid[0]):
-                n = wt.tile_shape(cj, 0)[0]
-                segs = [(_cb(dy.tile_shape(ri, s)[1]), (dy.name, ri, s), (wt.name, cj, s),
+            for cj in range(mask.grid[1]):
+                n = mask.tile_shape(0, cj)[1]
+                segs = [(_cb(dy.tile_shape(ri, s)[1]), (dy.name, ri, s), b_tile(cj, s),
                          (mask.name, ri, cj)) for s in range(dy.grid[1])]
                 tail = dict(flags=Flag.FILTER, filt=(f"e{stage}", ri, cj), kind=(stage, "err"))
                 if self.error_copies:
@@ -321,68 +361,59 @@ class CNNStep:
                 self._chain(out, dict(phase=Phase.BP, m=m, n=n, layer=layer, label="bp"),
                             segs, tail)
 
+    def _dw(self, layer):
+        return self.tensors[f"st{layer}" if self.update else f"dw{layer}"]
+
     def _linear_bp(self):
         T, L, out = self.tensors, self.layers, []
-        self._wg(out, T["g"], T["sf"], T[f"dw{L - 1}"], L - 1)
-        self._bp(out, T["g"], T[f"wt{L - 1}"], T["xf"], L - 2, L - 1)
-        return out
+        bp = []  # with the on-chip update BP goes first: WG rewrites W^T, which BP reads
+        self._bp(bp, T["g"], T[f"wt{L - 1}"], T["xf"], L - 2, L - 1)
+        if self.update:
+            out += bp
+        self._wg(out, T["g"], T["sf"], self._dw(L - 1), L - 1)
+        return out if self.update else out + bp
 
     def _conv_bp(self, i):
-        T, out = self.tensors, []
-        self._wg(out, T[f"dy{i}"], T["c0" if i == 0 else f"cs{i}"], T[f"dw{i}"], i)
+        T, out, bp = self.tensors, [], []
         if i:
-            self._bp(out, T[f"dc{i}"], T[f"wt{i}"], T[f"y{i - 1}"], i - 1, i)
-        return out
+            b_tile = None
+            if self.update:  # segment s = (kernel position p, Co tile): W^T rows of k*k-1-p
+                g, kt = self.convs[i], self.col_tile
+                kk, nco, nct = g.k * g.k, g.co // kt, g.c_stored // kt
+
+                def b_tile(cj, s):
+                    return f"wt{i}", (kk - 1 - s // nco) * nct + cj, s % nco
+            self._bp(bp, T[f"dc{i}"], T[f"wt{i}"], T[f"y{i - 1}"], i - 1, i, b_tile)
+        if self.update:
+            out += bp
+        self._wg(out, T[f"dy{i}"], T["c0" if i == 0 else f"cs{i}"], self._dw(i), i)
+        return out if self.update else out + bp
 
     def _settings(self, thresholds):
         return threshold_settings(thresholds, self.layers)
 
-    def descriptor_writes(self, thresholds=None) -> list:
+    def descriptor_writes(self, thresholds=None, hyper=None) -> list:
         """``(addr, bytes)`` of every job's descriptor list with the given thresholds
-        (``{(stage, kind): Threshold | (Threshold, base) | ThresholdController}``, as
-        :meth:`runtime.image.MLPStep.descriptor_writes`)."""
-        settings = self._settings(thresholds)
-        T = self.tensors
-        writes = []
-        for name in self.job_order:
-            blob = bytearray()
-            for d, stats in zip(self._lists[name], self._stats[name], strict=True):
-                f = {k: v for k, v in d.items()
-                     if k in ("op", "phase", "flags", "m", "n", "kblocks")}
-                for key, (addr_f, len_f) in (("a_tile", ("a_addr", "a_len")),
-                                             ("b_tile", ("b_addr", "b_len")),
-                                             ("mask_tile", ("mask_addr", "mask_len")),
-                                             ("out", ("out_addr", "out_cap")),
-                                             ("filt", ("filt_addr", "filt_cap"))):
-                    if key in d:
-                        tname, ri, ci = d[key]
-                        f[addr_f], f[len_f] = T[tname].regions[(ri, ci)]
-                if "kind" in d:
-                    thr, base = settings[d["kind"]]
-                    f.update(tau_te=thr.te, tau_tm=thr.tm, hist_base=base)
-                f["stats_addr"] = stats
-                blob += pack(**f)
-            writes.append((self.jobs[name].desc_base, bytes(blob)))
-        return writes
+        (``{(stage, kind): Threshold | (Threshold, base) | ThresholdController}``) and, with
+        ``update``, the hyper-parameters ``(lr, momentum, weight_decay)`` of this step's
+        update (as :meth:`runtime.image.MLPStep.descriptor_writes`)."""
+        return pack_lists(self._lists, self._stats, self.jobs, self.tensors,
+                          self._settings(thresholds), hyper_words(self.update, hyper))
 
     # ------------------------------------------------------------------ host tensors
     def weight_writes(self, weights) -> list:
         """``(addr, bytes)`` of ``W`` (and ``W^T`` where BP needs it) of every layer, quantized
         as ``golden.nn`` does from the FP32 masters (conv ``(Co, Ci, k, k)``, linear
         ``(out, in)``)."""
+        if self.update:
+            raise ValueError("With the on-chip update the weights live on the chip: load them "
+                             "once with state_writes")
         nx = nn.Numerics("bfp8")
-        weights = list(weights)
-        if len(weights) != self.layers:
-            raise ValueError(f"Expected {self.layers} weight arrays, not {len(weights)}")
+        weights = self._weights(weights)
         out = []
         for i, g in enumerate(self.convs):
-            w = np.asarray(weights[i])
-            if w.shape != (g.co, g.cin, g.k, g.k):
-                raise ValueError(f"Weights of layer {i} must have shape "
-                                 f"{(g.co, g.cin, g.k, g.k)}, not {w.shape}")
-            wk = np.zeros((g.co, g.k, g.k, g.c_stored), np.float32)  # Co, kh, kw, C
-            wk[..., :g.cin] = w.transpose(0, 2, 3, 1)
-            wq = nx.weight(wk.reshape(g.co, -1)).bfp  # Conv2d.forward
+            w = weights[i]
+            wq = nx.weight(self._conv_matrix(i, w)).bfp  # Conv2d.forward
             out += self.tensors[f"w{i}"].encode(wq)
             if i:
                 wb = np.zeros((g.c_stored, g.k, g.k, g.co), np.float32)
@@ -390,15 +421,72 @@ class CNNStep:
                 wbq = nx.weight(wb.reshape(g.c_stored, -1)).bfp  # Conv2d.backward
                 out += self.tensors[f"wt{i}"].encode(wbq)
         L, f, nc = self.layers, self.features, self.n_classes
-        w = np.asarray(weights[-1])
-        if w.shape != (nc, f):
-            raise ValueError(f"Weights of layer {L - 1} must have shape {(nc, f)}, not "
-                             f"{w.shape}")
+        w = weights[-1]
         out += self.tensors[f"w{L - 1}"].encode(nx.weight(w).bfp)  # Linear._w_fp
         wt = np.zeros((f, nn.pad16(nc)), np.float32)
         wt[:, :nc] = w.T
         out += self.tensors[f"wt{L - 1}"].encode(nx.weight(wt).bfp)  # Linear.backward
         return out
+
+    def _weights(self, weights) -> list:
+        """``weights`` as arrays of the layers' shapes (conv ``(Co, Ci, k, k)``, linear
+        ``(out, in)``), or ``ValueError``."""
+        weights = [np.asarray(w) for w in weights]
+        if len(weights) != self.layers:
+            raise ValueError(f"Expected {self.layers} weight arrays, not {len(weights)}")
+        shapes = [(g.co, g.cin, g.k, g.k) for g in self.convs]
+        shapes.append((self.n_classes, self.features))
+        for i, (w, want) in enumerate(zip(weights, shapes, strict=True)):
+            if w.shape != want:
+                raise ValueError(f"Weights of layer {i} must have shape {want}, not {w.shape}")
+        return weights
+
+    def _conv_matrix(self, i, w):
+        """Conv weights ``(Co, Ci, k, k)`` as the GEMM's ``W`` (``Co x k*k*C_stored``,
+        columns ``(kh, kw, c)``, stored channels beyond ``Ci`` zero)."""
+        g = self.convs[i]
+        wk = np.zeros((g.co, g.k, g.k, g.c_stored), w.dtype)
+        wk[..., :g.cin] = w.transpose(0, 2, 3, 1)
+        return wk.reshape(g.co, -1)
+
+    def state_writes(self, weights) -> list:
+        """``(addr, bytes)`` of the on-chip update's initial state (``update=True``): per layer
+        the int32 masters :func:`golden.update.to_fixed` of ``weights`` (FP32, the layers'
+        shapes) in the GEMM layout of ``W``, zero velocities, and ``W`` / ``W^T``
+        re-quantized from the masters (:func:`golden.update.requantize`), as ``golden.train
+        --update fixed`` starts."""
+        from golden import update
+
+        if not self.update:
+            raise ValueError("state_writes is for an image with update=True")
+        out = []
+        for layer, w in enumerate(self._weights(weights)):
+            if layer < len(self.convs):
+                w = self._conv_matrix(layer, w)
+            master = update.to_fixed(w, update.W_FRAC)
+            out += state_tile_writes(self.tensors[f"st{layer}"], master,
+                                     np.zeros_like(master))
+            wq, wtq = update.requantize(master)
+            co, k = master.shape
+            out += self.tensors[f"w{layer}"].encode(BFPTensor(wq.exponents[:co],
+                                                              wq.mantissas[:co]))
+            if f"wt{layer}" in self.tensors:
+                out += self.tensors[f"wt{layer}"].encode(BFPTensor(wtq.exponents[:k],
+                                                                   wtq.mantissas[:k]))
+        return out
+
+    def read_state(self, layer: int, tiles: dict):
+        """``(master, velocity)`` int64 arrays of layer ``layer`` in its ``golden.nn`` shape
+        (as :class:`golden.update.FixedSGD` holds them) from the bytes of its state tiles
+        (``{(ri, ci): bytes}`` over ``tensors[f"st{layer}"].regions``)."""
+        master, velocity = read_state_tiles(self.tensors[f"st{layer}"], tiles)
+        if layer < len(self.convs):
+            g = self.convs[layer]
+
+            def shape(a):
+                return a.reshape(g.co, g.k, g.k, g.c_stored)[..., :g.cin].transpose(0, 3, 1, 2)
+            master, velocity = shape(master), shape(velocity)
+        return master, velocity
 
     def _window_rows(self, i):
         """Per window position ``j``: the rows (output pixels, natural order) at ``j`` of
@@ -550,15 +638,27 @@ class CNNStepResult(StepResult):
 
 
 async def cnn_train_step(acc, step: CNNStep, weights, x, labels,
-                         thresholds=None) -> CNNStepResult:
+                         thresholds=None, hyper=None) -> CNNStepResult:
     """One training step of ``step`` on ``acc`` (an :class:`runtime.driver.Accelerator`):
     the jobs of :attr:`CNNStep.job_order` with the host's work between them (module
     docstring). Returns the loss, the FP32 weight gradients, every job's statistics records
     (``records[job]``) and the filter statistics; raises :class:`golden.jobs.JobError` if a
-    job fails. The weight update and the threshold controllers are the caller's."""
+    job fails. The threshold controllers are the caller's, and so is the weight update
+    unless ``step.update``.
+
+    With ``step.update`` the weights live on the chip (load them once with
+    ``step.state_writes``): ``weights`` must be ``None``, ``hyper`` gives ``(lr, momentum,
+    weight_decay)`` for this step's update, and ``grads`` is ``None`` (dW never leaves the
+    chip)."""
     T = step.tensors
-    await acc.load(step.weight_writes(weights) + step.input_writes(x)
-                   + step.descriptor_writes(thresholds))
+    if step.update:
+        if weights is not None:
+            raise ValueError("With the on-chip update the weights are on the chip: pass None "
+                             "(load them once with step.state_writes)")
+        writes = []
+    else:
+        writes = step.weight_writes(weights)
+    await acc.load(writes + step.input_writes(x) + step.descriptor_writes(thresholds, hyper))
     zs, args = [], []
     for i in range(len(step.convs)):
         await acc.run(step.jobs[f"fp{i}"])
@@ -581,7 +681,9 @@ async def cnn_train_step(acc, step: CNNStep, weights, x, labels,
         e = await acc.read_tensor(T[f"e{i}"])
         await acc.load(step.error_writes(i, e, zs[i], args[i]))
         await acc.run(step.jobs[f"bp{i}"])
-    dws = [await acc.read_tensor(T[f"dw{i}"]) for i in range(L)]
+    grads = None
+    if not step.update:
+        grads = step.grads([await acc.read_tensor(T[f"dw{i}"]) for i in range(L)])
     records = {job: await acc.read_stats(step.stats_regions(job)) for job in step.job_order}
-    return CNNStepResult(loss, correct, step.grads(dws), records, step.filter_stats(records),
-                         logits, args)
+    return CNNStepResult(loss, correct, grads, records, step.filter_stats(records), logits,
+                         args)

@@ -369,47 +369,9 @@ class MLPStep:
         a :class:`golden.sparsity.ThresholdController` (its ``threshold`` and ``base``);
         missing keys filter nothing.
         """
-        settings = self._settings(thresholds)
-        words = self._hyper_words(hyper)
-        T = self.tensors
-        writes = []
-        for name, lst in (("fp", self._fp), ("bp", self._bp)):
-            blob = bytearray()
-            for d, stats in zip(lst, self._stats[name], strict=True):
-                f = {k: v for k, v in d.items()
-                     if k in ("op", "phase", "flags", "m", "n", "kblocks")}
-                for key, (addr_f, len_f) in (("a_tile", ("a_addr", "a_len")),
-                                             ("b_tile", ("b_addr", "b_len")),
-                                             ("mask_tile", ("mask_addr", "mask_len")),
-                                             ("state", ("mask_addr", "mask_len")),
-                                             ("out", ("out_addr", "out_cap")),
-                                             ("filt", ("filt_addr", "filt_cap"))):
-                    if key in d:
-                        tname, ri, ci = d[key]
-                        f[addr_f], f[len_f] = T[tname].regions[(ri, ci)]
-                if d.get("hyper"):
-                    f.update(words)
-                if "kind" in d:
-                    thr, base = settings[d["kind"]]
-                    f.update(tau_te=thr.te, tau_tm=thr.tm, hist_base=base)
-                f["stats_addr"] = stats
-                blob += pack(**f)
-            writes.append((self.jobs[name].desc_base, bytes(blob)))
-        return writes
-
-    def _hyper_words(self, hyper):
-        if not self.update:
-            if hyper is not None:
-                raise ValueError("hyper-parameters are for an image with update=True")
-            return {}
-        from golden.update import Hyper
-
-        if hyper is None or len(hyper) != 3:
-            raise ValueError("An image with update=True needs hyper=(lr, momentum, "
-                             "weight_decay)")
-        regs = [h if isinstance(h, Hyper) else Hyper.from_float(h) for h in hyper]
-        return dict(zip(("lr", "momentum", "weight_decay"), (h.word for h in regs),
-                        strict=True))
+        return pack_lists({"fp": self._fp, "bp": self._bp}, self._stats, self.jobs,
+                          self.tensors, self._settings(thresholds),
+                          hyper_words(self.update, hyper))
 
     def _weights(self, weights) -> list:
         """``weights`` as arrays of the layers' shapes ``(out, in)``, or ``ValueError``."""
@@ -445,28 +407,12 @@ class MLPStep:
 
     def state_tiles(self, layer, master, velocity) -> list:
         """``(addr, bytes)`` of layer ``layer``'s state tiles from int arrays ``(out, in)``."""
-        t = self.tensors[f"st{layer}"]
-        out = []
-        for (ri, ci), (addr, _) in t.regions.items():
-            r0, r1 = t.row_range(ri)
-            c0, c1 = t.col_range(ci)
-            rec = np.stack([master[r0:r1, c0:c1], velocity[r0:r1, c0:c1]], -1)
-            out.append((addr, rec.astype("<i4").tobytes()))
-        return out
+        return state_tile_writes(self.tensors[f"st{layer}"], master, velocity)
 
     def read_state(self, layer: int, tiles: dict):
         """``(master, velocity)`` int64 arrays ``(out, in)`` of layer ``layer`` from the bytes
         of its state tiles (``{(ri, ci): bytes}`` over ``tensors[f"st{layer}"].regions``)."""
-        t = self.tensors[f"st{layer}"]
-        master = np.zeros((t.rows, t.cols), np.int64)
-        velocity = np.zeros_like(master)
-        for (ri, ci) in t.regions:
-            r0, r1 = t.row_range(ri)
-            c0, c1 = t.col_range(ci)
-            n = (r1 - r0) * (c1 - c0) * 8
-            rec = np.frombuffer(bytes(tiles[(ri, ci)])[:n], "<i4").reshape(r1 - r0, c1 - c0, 2)
-            master[r0:r1, c0:c1], velocity[r0:r1, c0:c1] = rec[..., 0], rec[..., 1]
-        return master, velocity
+        return read_state_tiles(self.tensors[f"st{layer}"], tiles)
 
     # ------------------------------------------------------------------ host tensors
     def weight_writes(self, weights) -> list:
@@ -572,6 +518,80 @@ def threshold_settings(thresholds, layers: int) -> dict:
             raise TypeError(f"Threshold for {key!r} must be a Threshold, (Threshold, base) "
                             f"or a ThresholdController, not {v!r}")
     return out
+
+
+def hyper_words(update: bool, hyper) -> dict:
+    """The descriptor's update words (``lr``, ``momentum``, ``weight_decay``) of ``hyper``
+    (``(lr, momentum, weight_decay)``, floats or :class:`golden.update.Hyper`) for an image
+    with ``update``; ``{}`` without it (and ``hyper`` must then be ``None``)."""
+    if not update:
+        if hyper is not None:
+            raise ValueError("hyper-parameters are for an image with update=True")
+        return {}
+    from golden.update import Hyper
+
+    if hyper is None or len(hyper) != 3:
+        raise ValueError("An image with update=True needs hyper=(lr, momentum, "
+                         "weight_decay)")
+    regs = [h if isinstance(h, Hyper) else Hyper.from_float(h) for h in hyper]
+    return dict(zip(("lr", "momentum", "weight_decay"), (h.word for h in regs), strict=True))
+
+
+_REGION_FIELDS = (("a_tile", ("a_addr", "a_len")), ("b_tile", ("b_addr", "b_len")),
+                  ("mask_tile", ("mask_addr", "mask_len")), ("state", ("mask_addr", "mask_len")),
+                  ("out", ("out_addr", "out_cap")), ("filt", ("filt_addr", "filt_cap")))
+
+
+def pack_lists(lists: dict, stats: dict, jobs: dict, tensors: dict, settings: dict,
+               words: dict) -> list:
+    """``(desc_base, bytes)`` of every job's descriptor list: ``lists[job]`` holds dicts with
+    the descriptor's own fields, tiles ``(tensor, ri, ci)`` under ``a_tile``, ``b_tile``,
+    ``mask_tile``, ``state``, ``out``, ``filt``, ``kind`` (the threshold's key) and ``hyper``
+    (carries the update words); ``stats[job]`` the statistics record addresses."""
+    writes = []
+    for name, lst in lists.items():
+        blob = bytearray()
+        for d, stats_addr in zip(lst, stats[name], strict=True):
+            f = {k: v for k, v in d.items() if k in ("op", "phase", "flags", "m", "n", "kblocks")}
+            for key, (addr_f, len_f) in _REGION_FIELDS:
+                if key in d:
+                    tname, ri, ci = d[key]
+                    f[addr_f], f[len_f] = tensors[tname].regions[(ri, ci)]
+            if d.get("hyper"):
+                f.update(words)
+            if "kind" in d:
+                thr, base = settings[d["kind"]]
+                f.update(tau_te=thr.te, tau_tm=thr.tm, hist_base=base)
+            f["stats_addr"] = stats_addr
+            blob += pack(**f)
+        writes.append((jobs[name].desc_base, bytes(blob)))
+    return writes
+
+
+def state_tile_writes(t: TiledTensor, master, velocity) -> list:
+    """``(addr, bytes)`` of the state tiles of ``t`` (int32 master and velocity records) from
+    int arrays of ``t``'s shape."""
+    out = []
+    for (ri, ci), (addr, _) in t.regions.items():
+        r0, r1 = t.row_range(ri)
+        c0, c1 = t.col_range(ci)
+        rec = np.stack([master[r0:r1, c0:c1], velocity[r0:r1, c0:c1]], -1)
+        out.append((addr, rec.astype("<i4").tobytes()))
+    return out
+
+
+def read_state_tiles(t: TiledTensor, tiles: dict):
+    """``(master, velocity)`` int64 arrays of ``t``'s shape from the bytes of its state tiles
+    (``{(ri, ci): bytes}`` over ``t.regions``)."""
+    master = np.zeros((t.rows, t.cols), np.int64)
+    velocity = np.zeros_like(master)
+    for (ri, ci) in t.regions:
+        r0, r1 = t.row_range(ri)
+        c0, c1 = t.col_range(ci)
+        n = (r1 - r0) * (c1 - c0) * 8
+        rec = np.frombuffer(bytes(tiles[(ri, ci)])[:n], "<i4").reshape(r1 - r0, c1 - c0, 2)
+        master[r0:r1, c0:c1], velocity[r0:r1, c0:c1] = rec[..., 0], rec[..., 1]
+    return master, velocity
 
 
 def _rows(t: BFPTensor, rows: int) -> BFPTensor:

@@ -12,12 +12,17 @@ from verif.harness import run_cocotb
 
 # jobs: the first jobs of CNNStep.job_order to run (0: the whole step). fp0 + sel0 (the conv
 # RAW pass and the selection pass) on tiny take ~4 minutes with the build; the whole step on
-# default (214 descriptors, 309,000 cycles) ~11 minutes with the -O0 build.
+# default (110 descriptors) ~11 minutes with the -O0 build; with the update on the chip
+# (update=1: 360 descriptors, 16-wide tiles) TIME_UPDATE.
 @pytest.mark.slow
-@pytest.mark.parametrize("config,jobs,cxx_opt", [("tiny", 2, None), ("default", 0, "-O0")])
-def test_cnn_jobs_on_rtl(config, jobs, cxx_opt, seed):
+@pytest.mark.parametrize("config,jobs,update,cxx_opt", [("tiny", 2, 0, None),
+                                                        ("default", 0, 0, "-O0"),
+                                                        ("default", 0, 1, "-O0")])
+def test_cnn_jobs_on_rtl(config, jobs, update, cxx_opt, seed):
     run_cocotb(Accelerator(get_config(config)), name="accelerator",
-               test_module="verif.cocotb.cnn_tb", test_id=f"accelerator-cnn-{config}",
+               test_module="verif.cocotb.cnn_tb",
+               test_id=f"accelerator-cnn-{config}" + ("-update" if update else ""),
                seed=seed, extra_env={"CONFIG": config, "BATCH": 16, "JOBS": jobs,
+                                     "UPDATE": update,
                                      "PACING": 0.1 if config == "default" else 0.2},
                cxx_opt=cxx_opt)

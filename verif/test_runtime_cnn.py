@@ -151,6 +151,75 @@ def test_cnn_training_steps_bit_exact(config, batch, seed, digits):
     assert all(r.ok for r in tr.jobs) and len(tr.jobs) == len(step.job_order) * steps
 
 
+@pytest.mark.parametrize("config,batch", [("tiny", 16), ("default", 32)])
+def test_cnn_steps_with_on_chip_update(config, batch, seed, digits):
+    """update=True: the weights never leave the chip; every step's loss and logits, the
+    interim tensors, and after every step the masters and velocities of every layer equal
+    golden.train with the fixed-point update (golden.update.FixedSGD)."""
+    from golden import update
+
+    steps = 2
+    rng = np.random.default_rng(seed)
+    model = _cnn()
+    model.init(np.random.default_rng(seed))
+    c = train._check_config(dict(mode="bfp8-ss", model="cnn", target_sparsity=0.8))
+    names = [layer.name for layer in model.gemm_layers]
+    interim = train._Interim(c, names[:-1])
+    w0 = [layer.w.copy() for layer in model.gemm_layers]
+    opt = update.FixedSGD(model.gemm_layers, c["lr"], c["momentum"], c["weight_decay"])
+    host_ctrl = {key: sparsity.ThresholdController(c["target_sparsity"],
+                                                   margin=c["controller_margin"])
+                 for key in interim.ctrl}
+    cfg = get_config(config)
+    step = CNNStep(_cnn(), batch, cfg, error_copies=True, update=True)
+    assert not any(name.startswith("dw") for name in step.tensors)
+    tr = GoldenTransport(cfg, step.dram_size)
+    acc = Accelerator(tr)
+    run(acc.init(step.dram_size))
+    run(acc.load(step.state_writes(w0)))
+    read = lambda name: run(acc.read_tensor(step.tensors[name]))  # noqa: E731
+    hyper = (c["lr"], c["momentum"], c["weight_decay"])
+    for _ in range(steps):
+        idx = rng.choice(len(digits.y_train), batch, replace=False)
+        x, labels = digits.x_train[idx], digits.y_train[idx]
+        settings = {key: (ctl.threshold, ctl.base) for key, ctl in host_ctrl.items()}
+        nx = nn.Numerics("bfp8")
+        nx.exact_weights = True
+        nx.trace, nx.macs, interim.trace = [], {}, []
+        loss, correct = model.train_step(nx, x, labels, interim, mask_from=c["mask_from"])
+        res = run(cnn_train_step(acc, step, None, x, labels, settings, hyper=hyper))
+        assert (res.loss, res.correct) == (loss, correct) and res.grads is None
+        gemms = {(r["layer"], r["phase"]): r for r in nx.trace}
+        # the BP operands (the W^T copies the previous update wrote, walked flipped)
+        for i in range(1, len(step.convs)):
+            assert read(f"dc{i}") == gemms[(names[i], "bp")]["a"]
+        for rec in interim.trace:
+            i, kind = rec["key"]
+            fwd, saved = ("y", "s") if kind == "act" else ("ye", "e")
+            rows = rec["natural"].shape[0]
+            assert _flat(read(f"{fwd}{i}"), rows) == rec["natural"]
+            assert _flat(read(f"{saved}{i}"), rows) == rec["stored"]
+        opt.step()
+        for layer in range(step.layers):
+            t = step.tensors[f"st{layer}"]
+            tiles = {key: tr.dram[a:a + cap] for key, (a, cap) in t.regions.items()}
+            master, velocity = step.read_state(layer, tiles)
+            assert np.array_equal(master, opt.master[layer]), layer
+            assert np.array_equal(velocity, opt.velocity[layer]), layer
+            assert velocity.any()
+        for key, ctl in host_ctrl.items():
+            ctl.update(res.stats[key])
+    assert all(r.ok for r in tr.jobs)
+    with pytest.raises(ValueError, match="With the on-chip update the weights are on the chip"):
+        run(cnn_train_step(acc, step, w0, x, labels))
+    with pytest.raises(ValueError, match="the weights live on the chip"):
+        step.weight_writes(w0)
+    with pytest.raises(ValueError, match=r"needs hyper=\(lr, momentum, weight_decay\)"):
+        step.descriptor_writes()
+    with pytest.raises(ValueError, match="state_writes is for an image with update=True"):
+        CNNStep(_cnn(), batch, cfg).state_writes(w0)
+
+
 # Descriptors per job of the reference CNN (8x8 digits): worked out by hand from the tiling
 # rule (R_t = min(max_m, max_k), C_t = min(max_m, max_n, max_k)); docs/system.md "CNN steps".
 COUNTS = {

@@ -2,7 +2,8 @@
 golden job executor.
 
 Environment: ``CONFIG``, ``BATCH``, ``JOBS`` (how many jobs of :attr:`CNNStep.job_order` to
-run, all by default), ``PACING``, ``SEED``. The host's work between the jobs is
+run, all by default), ``UPDATE`` (1: the weight update on the chip, ``CNNStep(update=True)``),
+``PACING``, ``SEED``. The host's work between the jobs is
 :func:`runtime.cnn.cnn_train_step`'s; every job runs on both models and
 :meth:`verif.cocotb.system.System.run_both` checks after each that the DRAM images (every
 tensor, every statistics record) and the counters agree byte for byte.
@@ -23,6 +24,8 @@ BATCH = int(os.environ.get("BATCH", "16"))
 JOBS = int(os.environ.get("JOBS", "0"))
 PACING = float(os.environ.get("PACING", "0.2"))
 SEED = int(os.environ.get("SEED", "1"))
+UPDATE = os.environ.get("UPDATE", "0") == "1"
+HYPER = (0.05, 0.9, 5e-4)  # lr, momentum, weight decay
 
 
 class _Stop(Exception):
@@ -58,10 +61,14 @@ async def test_cnn_step(dut):
     rng = np.random.default_rng(SEED)
     model = train.build_model("cnn", (8, 8), 10)
     model.init(rng)
-    step = CNNStep(train.build_model("cnn", (8, 8), 10), BATCH, CFG)
+    step = CNNStep(train.build_model("cnn", (8, 8), 10), BATCH, CFG, update=UPDATE)
     sys = System(dut, CFG, step.dram_size, SEED)
     await sys.start()
     sys.set_pacing(PACING)
+    weights = [layer.w for layer in model.gemm_layers]
+    if UPDATE:  # masters, velocities, W and W^T live on the chip from here on
+        await sys.load(step.state_writes(weights))
+        weights = None
     ds = data.load_digits()
     idx = rng.choice(len(ds.y_train), BATCH, replace=False)
     # nonzero thresholds, so the filter drops values in every filtered tensor
@@ -69,8 +76,8 @@ async def test_cnn_step(dut):
                                                        (1, "err"))}
     both = _Both(sys, JOBS)
     try:
-        res = await cnn_train_step(both, step, [layer.w for layer in model.gemm_layers],
-                                   ds.x_train[idx], ds.y_train[idx], thr)
+        res = await cnn_train_step(both, step, weights, ds.x_train[idx], ds.y_train[idx], thr,
+                                   hyper=HYPER if UPDATE else None)
         assert np.isfinite(res.loss)
     except _Stop:
         pass
