@@ -17,7 +17,8 @@ biased exponent plus 147, so a value survives the flush iff ``S != 0`` and ``t >
 only happens for a saturated block and gives 127. Shifts of 40 or more give 0 exactly as a
 shift of 40 does, so the shift amount is capped there.
 
-Pipeline (one block per cycle; all stages stall together when the output is not taken):
+``lanes = 16`` (the default): a pipeline, one block per cycle, all stages stalling together when
+the output is not taken:
 
 ====== ==================================================================
 stage  work
@@ -29,15 +30,40 @@ stage  work
 ====== ==================================================================
 
 Latency: a block accepted on ``i`` in cycle ``n`` is valid on ``o`` in cycle ``n + 4``.
+
+``lanes = L < 16`` (8, 4, 2 or 1; ``N = 16 / L`` groups of ``L`` values per block) saves area:
+the per-value logic (magnitude, leading one, barrel shifter, rounding) exists ``L`` times instead
+of 16, and the block takes ``N`` cycles. Three registers, all advancing together by one *step*:
+
+* ``A`` holds an accepted input block. Each step, phase 1 reads group ``g`` of ``A`` (an
+  ``N``-to-1 multiplexer per lane), computes ``|S|``, sign, ``t`` and the flush, accumulates the
+  running maximum of ``t`` and pushes the group into ``B``. After group ``N - 1`` the block
+  exponent ``E`` is latched and ``A`` is free; a new block can be accepted in that same cycle.
+* ``B`` is a shift register of the 16 values (``|S|``, sign, ``ea``, survivor flag) with a
+  valid bit per group; it moves down by one group per step. Each step, phase 2 shifts, rounds and
+  clamps the bottom group (with ``E`` of its block) and pushes the ``L`` mantissas into the
+  output register, itself a shift register; after the block's last group ``o.valid`` rises.
+* A step happens in every cycle except when ``B``'s bottom group is valid and the output register
+  holds a block that is not being taken (``o.valid & ~o.ready``): the payload on ``o`` never
+  changes while it waits.
+
+Throughput: one block every ``N`` cycles. Latency: a block accepted in cycle ``n`` is valid on
+``o`` in cycle ``n + 2N + 1`` when the output is not back-pressured. ``BFPConverter.interval``
+and ``BFPConverter.latency`` give both numbers for an instance.
+
+In both forms ``i.ready`` depends combinationally on ``o.ready`` (a block is accepted in the
+cycle the output frees room); ``o.valid`` and ``o.payload`` are registers.
 """
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .bfp_layouts import ACC_BLOCK, ACC_EXP_W, ACC_W, BFP_BLOCK, BLOCK
+from .bfp_layouts import ACC_BLOCK, ACC_EXP_W, ACC_W, BFP_BLOCK, BLOCK, reject
 
-__all__ = ["BFPConverter"]
+__all__ = ["BFPConverter", "LANES"]
+
+LANES = (16, 8, 4, 2, 1)  #: allowed values of ``BFPConverter(lanes=...)``
 
 _T_FLUSH = 148  # t = p + ea below this is |v| < 2**-126
 _T_BIAS = 147  # E = t - 147
@@ -45,10 +71,84 @@ _E_SAT = 254  # E for e = 127
 _MAG_W = ACC_W  # |S| <= 2**31 fits in 32 unsigned bits
 _X_W = _MAG_W + 7  # |S| << 6, plus one bit below for the guard bit
 _SHIFT_CAP = 40  # shifting _X_W bits by 40 or more leaves nothing: same result as 40
+_T_W = ACC_EXP_W + 1
+
+
+def _front(m, s, ea, name):
+    """``(|S|, S < 0, t, survives)`` of one value, combinational."""
+    mag = Signal(_MAG_W, name=f"{name}_mag")
+    lead = Signal(range(_MAG_W), name=f"{name}_lead")
+    t = Signal(_T_W, name=f"{name}_t")
+    live = Signal(name=f"{name}_live")
+    m.d.comb += mag.eq(Mux(s < 0, -s, s))
+    for b in range(_MAG_W):  # last assignment wins: the highest set bit
+        with m.If(mag[b]):
+            m.d.comb += lead.eq(b)
+    m.d.comb += [
+        t.eq(lead + ea),
+        live.eq((mag != 0) & (t >= _T_FLUSH)),
+    ]
+    return mag, s < 0, t, live
+
+
+def _max_tree(m, values, name):
+    """Maximum of unsigned ``_T_W``-bit values, a balanced tree of comparators."""
+    level = list(values)
+    depth = 0
+    while len(level) > 1:
+        nxt = []
+        for j in range(0, len(level) - 1, 2):
+            a = Signal(_T_W, name=f"{name}{depth}_{j // 2}")
+            m.d.comb += a.eq(Mux(level[j] > level[j + 1], level[j], level[j + 1]))
+            nxt.append(a)
+        level = nxt + level[len(level) & ~1:]  # an odd one out goes up unchanged
+        depth += 1
+    return level[0]
+
+
+def _block_exp(tmax):
+    """Biased block exponent ``E`` from the largest surviving ``t`` (0 if none survives)."""
+    return Mux(tmax < _T_FLUSH, 0, Mux(tmax - _T_BIAS > _E_SAT, _E_SAT, tmax - _T_BIAS))
+
+
+def _shift(m, exp, mag, ea, name):
+    """``(q, guard, sticky, saturated)``: ``|S| << 6`` shifted right by ``E + 147 - ea``."""
+    r = Signal(signed(ACC_EXP_W + 2), name=f"{name}_r")
+    amt = Signal(range(_SHIFT_CAP + 1), name=f"{name}_amt")
+    x = Signal(_X_W, name=f"{name}_x")
+    qg = Signal(_X_W, name=f"{name}_qg")
+    mask = Signal(_SHIFT_CAP, name=f"{name}_mask")
+    m.d.comb += [
+        r.eq(exp + _T_BIAS - ea),
+        amt.eq(Mux(r > _SHIFT_CAP, _SHIFT_CAP, r[:6])),
+        x.eq(mag << 7),
+        qg.eq(x >> amt),
+        mask.eq((Const(1, unsigned(_SHIFT_CAP + 1)) << amt) - 1),
+    ]
+    return qg[1:8], qg[0], (x & mask) != 0, (r < 0) | (qg[8:] != 0)
+
+
+def _round(m, q, guard, sticky, sat, neg, live, name):
+    """The int8 mantissa: round half to even, clamp to 127, sign, 0 for a flushed value."""
+    up = guard & (sticky | q[0])
+    rounded = Signal(8, name=f"{name}_rounded")
+    mag = Signal(7, name=f"{name}_mag")
+    m.d.comb += [
+        rounded.eq(q + up),
+        mag.eq(Mux(sat | rounded[7], 127, rounded[:7])),
+    ]
+    return Mux(live, Mux(neg, -mag, mag), 0)
 
 
 class BFPConverter(wiring.Component):
-    """Accumulator block to BFP8 block, pipelined, one block per cycle, latency 4.
+    """Accumulator block to BFP8 block (module docstring for the algorithm and the timing).
+
+    Parameters
+    ----------
+    lanes : int
+        Values processed per cycle: 16 (default; pipelined, one block per cycle, latency 4),
+        or 8, 4, 2, 1 (one block every ``16 // lanes`` cycles, about ``lanes / 16`` of the
+        per-value logic).
 
     Attributes
     ----------
@@ -56,16 +156,44 @@ class BFPConverter(wiring.Component):
         16 accumulators: ``mant`` (signed 32-bit ``S``) and ``exp`` (unsigned 10-bit ``ea``).
     o : Out(stream.Signature(BFP_BLOCK))
         The BFP8 block: ``exp`` (biased ``E``) and ``mant`` (16 int8 mantissas).
+    lanes : int
+        The ``lanes`` parameter.
+    interval : int
+        Cycles per block at full rate, ``16 // lanes`` (the class attribute is the default's 1).
+    latency : int
+        Cycles from acceptance on ``i`` to valid on ``o`` without back-pressure: 4 for
+        ``lanes = 16`` (the class attribute), ``2 * interval + 1`` otherwise.
     """
 
     i: In(stream.Signature(ACC_BLOCK))
     o: Out(stream.Signature(BFP_BLOCK))
 
     latency = 4  #: cycles from acceptance on ``i`` to valid on ``o`` (no back-pressure)
+    interval = 1  #: cycles per block at full rate
+
+    def __init__(self, lanes: int = 16):
+        if isinstance(lanes, bool) or not isinstance(lanes, int):
+            reject(self, TypeError(f"Lanes must be an integer, not {lanes!r}"))
+        if lanes not in LANES:
+            reject(self, ValueError(f"Lanes must be 16, 8, 4, 2 or 1, not {lanes!r}"))
+        self._lanes = lanes
+        self.interval = BLOCK // lanes
+        self.latency = 4 if lanes == BLOCK else 2 * self.interval + 1
+        super().__init__()
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
 
     def elaborate(self, platform):
         m = Module()
+        if self._lanes == BLOCK:
+            self._elaborate_pipeline(m)
+        else:
+            self._elaborate_serial(m)
+        return m
 
+    def _elaborate_pipeline(self, m):
         # All stages advance together whenever the output register is free or being taken.
         en = Signal()
         v1, v2, v3 = Signal(), Signal(), Signal()
@@ -85,52 +213,29 @@ class BFPConverter(wiring.Component):
         s1_mag = [Signal(_MAG_W, name=f"s1_mag{k}") for k in range(BLOCK)]
         s1_neg = [Signal(name=f"s1_neg{k}") for k in range(BLOCK)]
         s1_ea = [Signal(ACC_EXP_W, name=f"s1_ea{k}") for k in range(BLOCK)]
-        s1_t = [Signal(ACC_EXP_W + 1, name=f"s1_t{k}") for k in range(BLOCK)]
+        s1_t = [Signal(_T_W, name=f"s1_t{k}") for k in range(BLOCK)]
         s1_live = [Signal(name=f"s1_live{k}") for k in range(BLOCK)]
         for k in range(BLOCK):
-            s = self.i.payload.mant[k]
             ea = self.i.payload.exp[k]
-            mag = Signal(_MAG_W, name=f"s0_mag{k}")
-            lead = Signal(range(_MAG_W), name=f"s0_lead{k}")
-            t = Signal(ACC_EXP_W + 1, name=f"s0_t{k}")
-            m.d.comb += mag.eq(Mux(s < 0, -s, s))
-            for b in range(_MAG_W):  # last assignment wins: the highest set bit
-                with m.If(mag[b]):
-                    m.d.comb += lead.eq(b)
-            m.d.comb += t.eq(lead + ea)
+            mag, neg, t, live = _front(m, self.i.payload.mant[k], ea, f"s0_{k}")
             with m.If(en):
                 m.d.sync += [
                     s1_mag[k].eq(mag),
-                    s1_neg[k].eq(s < 0),
+                    s1_neg[k].eq(neg),
                     s1_ea[k].eq(ea),
                     s1_t[k].eq(t),
-                    s1_live[k].eq((mag != 0) & (t >= _T_FLUSH)),
+                    s1_live[k].eq(live),
                 ]
 
         # s2: block exponent.
-        level = [Mux(s1_live[k], s1_t[k], 0) for k in range(BLOCK)]
-        depth = 0
-        while len(level) > 1:
-            nxt = []
-            for j in range(0, len(level), 2):
-                a = Signal(ACC_EXP_W + 1, name=f"s1_max{depth}_{j // 2}")
-                m.d.comb += a.eq(Mux(level[j] > level[j + 1], level[j], level[j + 1]))
-                nxt.append(a)
-            level = nxt
-            depth += 1
-        tmax = level[0]
+        tmax = _max_tree(m, [Mux(s1_live[k], s1_t[k], 0) for k in range(BLOCK)], "s1_max")
         s2_exp = Signal(8)
         s2_mag = [Signal(_MAG_W, name=f"s2_mag{k}") for k in range(BLOCK)]
         s2_neg = [Signal(name=f"s2_neg{k}") for k in range(BLOCK)]
         s2_ea = [Signal(ACC_EXP_W, name=f"s2_ea{k}") for k in range(BLOCK)]
         s2_live = [Signal(name=f"s2_live{k}") for k in range(BLOCK)]
         with m.If(en):
-            with m.If(tmax < _T_FLUSH):
-                m.d.sync += s2_exp.eq(0)
-            with m.Elif(tmax - _T_BIAS > _E_SAT):
-                m.d.sync += s2_exp.eq(_E_SAT)
-            with m.Else():
-                m.d.sync += s2_exp.eq(tmax - _T_BIAS)
+            m.d.sync += s2_exp.eq(_block_exp(tmax))
             for k in range(BLOCK):
                 m.d.sync += [
                     s2_mag[k].eq(s1_mag[k]),
@@ -150,24 +255,13 @@ class BFPConverter(wiring.Component):
         with m.If(en):
             m.d.sync += s3_exp.eq(s2_exp)
         for k in range(BLOCK):
-            r = Signal(signed(ACC_EXP_W + 2), name=f"s2_r{k}")
-            amt = Signal(range(_SHIFT_CAP + 1), name=f"s2_amt{k}")
-            x = Signal(_X_W, name=f"s2_x{k}")
-            qg = Signal(_X_W, name=f"s2_qg{k}")
-            mask = Signal(_SHIFT_CAP, name=f"s2_mask{k}")
-            m.d.comb += [
-                r.eq(s2_exp + _T_BIAS - s2_ea[k]),
-                amt.eq(Mux(r > _SHIFT_CAP, _SHIFT_CAP, r[:6])),
-                x.eq(s2_mag[k] << 7),
-                qg.eq(x >> amt),
-                mask.eq((Const(1, unsigned(_SHIFT_CAP + 1)) << amt) - 1),
-            ]
+            q, guard, sticky, sat = _shift(m, s2_exp, s2_mag[k], s2_ea[k], f"s2_{k}")
             with m.If(en):
                 m.d.sync += [
-                    s3_q[k].eq(qg[1:8]),
-                    s3_guard[k].eq(qg[0]),
-                    s3_sticky[k].eq((x & mask) != 0),
-                    s3_sat[k].eq((r < 0) | (qg[8:] != 0)),
+                    s3_q[k].eq(q),
+                    s3_guard[k].eq(guard),
+                    s3_sticky[k].eq(sticky),
+                    s3_sat[k].eq(sat),
                     s3_neg[k].eq(s2_neg[k]),
                     s3_live[k].eq(s2_live[k]),
                 ]
@@ -176,15 +270,102 @@ class BFPConverter(wiring.Component):
         with m.If(en):
             m.d.sync += self.o.payload.exp.eq(s3_exp)
         for k in range(BLOCK):
-            up = s3_guard[k] & (s3_sticky[k] | s3_q[k][0])
-            rounded = Signal(8, name=f"s3_rounded{k}")
-            mag = Signal(7, name=f"s3_mag{k}")
-            m.d.comb += [
-                rounded.eq(s3_q[k] + up),
-                mag.eq(Mux(s3_sat[k] | rounded[7], 127, rounded[:7])),
-            ]
+            mant = _round(m, s3_q[k], s3_guard[k], s3_sticky[k], s3_sat[k], s3_neg[k],
+                          s3_live[k], f"s3_{k}")
             with m.If(en):
-                m.d.sync += self.o.payload.mant[k].eq(
-                    Mux(s3_live[k], Mux(s3_neg[k], -mag, mag), 0))
+                m.d.sync += self.o.payload.mant[k].eq(mant)
 
-        return m
+    def _elaborate_serial(self, m):
+        L, N = self._lanes, self.interval
+
+        # Register A: the accepted block, read one group of L values per step.
+        a_blk = Signal(ACC_BLOCK)
+        a_full = Signal()
+        a_grp = Signal(range(N))
+        t_acc = Signal(_T_W)  # running maximum of t over the survivors read so far
+
+        # Register B: 16 values shifting down by one group per step; group 0 is at the bottom.
+        b_mag = [Signal(_MAG_W, name=f"b_mag{k}") for k in range(BLOCK)]
+        b_neg = [Signal(name=f"b_neg{k}") for k in range(BLOCK)]
+        b_ea = [Signal(ACC_EXP_W, name=f"b_ea{k}") for k in range(BLOCK)]
+        b_live = [Signal(name=f"b_live{k}") for k in range(BLOCK)]
+        b_valid = Signal(N)  # per group
+        b_exp = Signal(8)  # E of the block whose groups reach the bottom next
+        o_grp = Signal(range(N))  # groups of the next block already in the output register
+
+        step = Signal()
+        a_last = Signal()
+        m.d.comb += [
+            step.eq(~b_valid[0] | ~self.o.valid | self.o.ready),
+            a_last.eq(a_full & (a_grp == N - 1)),
+            self.i.ready.eq(~a_full | (a_last & step)),
+        ]
+
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        # Phase 1: group a_grp of A -> top of B, running maximum of t.
+        fronts, ts = [], []
+        for j in range(L):
+            s = Array(a_blk.mant[g * L + j] for g in range(N))[a_grp]
+            ea = Array(a_blk.exp[g * L + j] for g in range(N))[a_grp]
+            s_j = Signal(signed(ACC_W), name=f"a_s{j}")
+            ea_j = Signal(ACC_EXP_W, name=f"a_ea{j}")
+            m.d.comb += [s_j.eq(s), ea_j.eq(ea)]
+            mag, neg, t, live = _front(m, s_j, ea_j, f"a_{j}")
+            fronts.append((mag, neg, ea_j, live))
+            ts.append(Mux(live, t, 0))
+        tnew = _max_tree(m, ts + [t_acc], "a_max")
+
+        # Phase 2: bottom group of B -> top of the output register.
+        mants = []
+        for j in range(L):
+            q, guard, sticky, sat = _shift(m, b_exp, b_mag[j], b_ea[j], f"b_{j}")
+            mants.append(_round(m, q, guard, sticky, sat, b_neg[j], b_live[j], f"b_{j}"))
+
+        with m.If(step):
+            top = BLOCK - L
+            for k in range(top):
+                m.d.sync += [
+                    b_mag[k].eq(b_mag[k + L]),
+                    b_neg[k].eq(b_neg[k + L]),
+                    b_ea[k].eq(b_ea[k + L]),
+                    b_live[k].eq(b_live[k + L]),
+                ]
+            for j, (mag, neg, ea, live) in enumerate(fronts):
+                m.d.sync += [
+                    b_mag[top + j].eq(mag),
+                    b_neg[top + j].eq(neg),
+                    b_ea[top + j].eq(ea),
+                    b_live[top + j].eq(live),
+                ]
+            m.d.sync += b_valid.eq(b_valid >> 1 | a_full << (N - 1))
+
+            with m.If(a_full):
+                m.d.sync += [
+                    a_grp.eq(Mux(a_last, 0, a_grp + 1)),
+                    t_acc.eq(Mux(a_last, 0, tnew)),
+                ]
+                with m.If(a_last):
+                    m.d.sync += [
+                        b_exp.eq(_block_exp(tnew)),
+                        a_full.eq(0),
+                    ]
+
+            with m.If(b_valid[0]):
+                for k in range(top):
+                    m.d.sync += self.o.payload.mant[k].eq(self.o.payload.mant[k + L])
+                for j, mant in enumerate(mants):
+                    m.d.sync += self.o.payload.mant[top + j].eq(mant)
+                m.d.sync += o_grp.eq(Mux(o_grp == N - 1, 0, o_grp + 1))
+                with m.If(o_grp == N - 1):
+                    m.d.sync += [
+                        self.o.payload.exp.eq(b_exp),
+                        self.o.valid.eq(1),
+                    ]
+
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [
+                a_blk.eq(self.i.payload),
+                a_full.eq(1),
+            ]
