@@ -6,31 +6,120 @@ takes such a tile in row-major block order and emits ``golden.gemm.reblock(t)``,
 tensor blocked along ``N`` (``N`` zero-padded to a multiple of 16), also in row-major block
 order: the form the engine's loaders take for WG.
 
-How: the tile is written into 16 banks, bank ``n % 16`` holding row ``n``'s blocks (one
-128-bit word of mantissas and its exponent per block). Output block ``(c, nb)`` needs column
-``c`` of rows ``16 nb .. 16 nb + 15``: one word from each bank at the same address, byte lane
-``c % 16``. Its 16 values ``m * 2**(E - 133)`` go to a :class:`~hdl.bfp_converter.BFPConverter`
-as accumulators ``S = m, ea = E + 141`` (the same value, ``S * 2**(ea - 274)``), which
-re-quantizes them exactly as ``quantize_exact`` does. Rows at or beyond ``rows`` read as zero.
+Storage: 16 banks of 16-bit words (an 8-bit mantissa and its row's 8-bit exponent), one word
+per tile element, ``max_rows * max_cblocks`` words per bank, each bank with one synchronous
+write and one synchronous (non-transparent) read port: block RAM on iCE40 (256 x 16) and ECP5
+(1024 x 18). The layout is skewed: element ``(r, j)`` of the 16 x 16 square ``(nb, cb)`` (row
+``16 nb + r``, column ``16 cb + j``) is in bank ``(r + j) % 16`` at address ``16 (nb
+max_cblocks + cb) + r``. An input block (one row ``r``) writes one word to every bank at the
+same address (its 16 mantissas rotated by ``r``); output block ``(16 cb + j, nb)`` (one column
+``j``) reads one word from every bank, bank ``b`` at ``r = (b - j) % 16``, and rotates the
+results back by ``j``.
+
+Re-quantization (``quantize_exact`` of the 16 values ``m_r * 2**(E_r - 133)``, specialised to
+8-bit mantissas): a value is nonzero iff ``m != 0``, its row is below ``rows`` and ``K_r = E_r
++ floor(log2|m_r|) >= 7`` (``|v| >= 2**-126``, else it flushes to zero). With ``K`` the largest
+such key, the block's exponent is ``min(K - 6, 254)`` (254: saturation, only reachable with
+``E = 255`` inputs) or 0 if there is none, and each mantissa is ``|m| * 2**(6 - s)``, ``s =
+E_out + 6 - E_r``, rounded half to even and clamped to 127, with ``m``'s sign.
 
 Phases: *fill* takes ``rows * cblocks`` blocks (one per cycle), then *drain* emits
-``16 * cblocks * ceil(rows / 16)`` blocks (one per cycle, latency 1 + the converter's 4), ``busy``
-falls after the last block has left. ``start`` begins the next tile (it must not come while
-``busy``). ``rows`` and ``cblocks`` must be
-set before ``start`` and held during the tile.
+``16 * cblocks * ceil(rows / 16)`` blocks (one per cycle under back-pressure-free output,
+latency 3: the read, the exponent stage, the mantissa stage), ``busy`` falls after the last
+block has left. ``start`` begins the next tile (it must not come while ``busy``). ``rows`` and
+``cblocks`` must be set before ``start`` and held during the tile. Mantissa -128 is not a BFP8
+value (it reads as 0).
 """
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .bfp_converter import BFPConverter
 from .bfp_layouts import BFP_BLOCK, BLOCK
 
 __all__ = ["Transposer"]
 
-_WORD = data.StructLayout({"exp": 8, "mant": data.ArrayLayout(8, BLOCK)})
+_WORD = data.StructLayout({"mant": 8, "exp": 8})
+
+
+class _Requantizer(Elaboratable):
+    """Re-quantizes 16 BFP8 values ``mant[r] * 2**(exp[r] - 133)`` (``live[r]`` else 0).
+
+    ``pipelined``: a register stage (enabled by ``en``) between the block exponent and the
+    mantissas; else all combinational. Outputs ``e_out`` and ``out`` (``BFP_BLOCK`` fields).
+    """
+
+    def __init__(self, pipelined: bool):
+        self._pipelined = pipelined
+        self.mant = Signal(data.ArrayLayout(8, BLOCK))
+        self.exp = Signal(data.ArrayLayout(8, BLOCK))
+        self.live = Signal(BLOCK)
+        self.en = Signal()
+        self.e_out = Signal(8)
+        self.out = Signal(data.ArrayLayout(8, BLOCK))
+
+    def elaborate(self, platform):
+        m = Module()
+        stage = m.d.sync if self._pipelined else m.d.comb
+
+        keys = []
+        lanes = []
+        for r in range(BLOCK):
+            mant = self.mant[r]
+            sign = mant[7]
+            mag = Signal(7, name=f"mag{r}")
+            m.d.comb += mag.eq(Mux(sign, -mant, mant)[:7])
+            log2 = Signal(range(7), name=f"log2_{r}")
+            for k in range(7):
+                with m.If(mag[k]):
+                    m.d.comb += log2.eq(k)
+            key = Signal(9, name=f"key{r}")
+            m.d.comb += key.eq(self.exp[r] + log2)
+            nz = Signal(name=f"nz{r}")
+            m.d.comb += nz.eq(self.live[r] & (mag != 0) & (key >= 7))
+            kz = Signal(9, name=f"kz{r}")
+            m.d.comb += kz.eq(Mux(nz, key, 0))
+            keys.append(kz)
+            lanes.append((mag, sign, self.exp[r], nz))
+
+        while len(keys) > 1:
+            nxt = []
+            for a, b in zip(keys[0::2], keys[1::2], strict=True):
+                mx = Signal(9)
+                m.d.comb += mx.eq(Mux(a > b, a, b))
+                nxt.append(mx)
+            keys = nxt
+        kmax = keys[0]
+        e_out = Signal(8)
+        m.d.comb += e_out.eq(Mux(kmax == 0, 0, Mux(kmax > 260, 254, kmax - 6)))
+
+        # ---- stage: block exponent + the lanes --------------------------------------------
+        e_q = Signal(8)
+        held = []
+        with m.If(self.en if self._pipelined else 1):
+            stage += e_q.eq(e_out)
+            for r, (mag, sign, exp, nz) in enumerate(lanes):
+                hm, hs, he, hn = (Signal(7, name=f"h_mag{r}"), Signal(name=f"h_sign{r}"),
+                                  Signal(8, name=f"h_exp{r}"), Signal(name=f"h_nz{r}"))
+                stage += [hm.eq(mag), hs.eq(sign), he.eq(exp), hn.eq(nz)]
+                held.append((hm, hs, he, hn))
+        m.d.comb += self.e_out.eq(e_q)
+
+        for r, (mag, sign, exp, nz) in enumerate(held):
+            s = Signal(10, name=f"s{r}")  # E_out + 6 - E_r, <= 13 unless the value is < 1/2
+            m.d.comb += s.eq(e_q + 6 - exp)
+            v = Signal(21, name=f"v{r}")  # |m| * 2**(6 - s) with 8 fraction bits
+            m.d.comb += v.eq(Cat(Const(0, 14), mag) >> s[:4])
+            q = Signal(8, name=f"q{r}")
+            half = v[7]
+            sticky = v[:7] != 0
+            m.d.comb += q.eq(v[8:16] + (half & (sticky | v[8])))
+            qc = Signal(7, name=f"qc{r}")
+            m.d.comb += qc.eq(Mux(q[7], 127, q[:7]))
+            live = nz & (s[4:] == 0)
+            m.d.comb += self.out[r].eq(Mux(live, Mux(sign, -qc, qc), 0))
+        return m
 
 
 class Transposer(wiring.Component):
@@ -89,82 +178,85 @@ class Transposer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         nbs = self._max_rows // BLOCK
-        depth = nbs * self._max_cblocks
-        m.submodules.conv = conv = BFPConverter()
-        wiring.connect(m, conv.o, wiring.flipped(self.o))
+        mcb = self._max_cblocks
+        depth = self._max_rows * mcb
 
         banks = []
-        for r in range(BLOCK):
+        for b in range(BLOCK):
             mem = Memory(shape=_WORD, depth=depth, init=[])
-            m.submodules[f"bank{r}"] = mem
+            m.submodules[f"bank{b}"] = mem
             banks.append((mem.write_port(), mem.read_port()))
+
+        m.submodules.rq = rq = _Requantizer(pipelined=True)
 
         filling = Signal()
         draining = Signal()
-        inflight = Signal(range(8))  # blocks inside the converter's pipeline
-        m.d.comb += self.busy.eq(filling | draining | (inflight != 0))
-        c_in = conv.i.valid & conv.i.ready
-        c_out = self.o.valid & self.o.ready
-        m.d.sync += inflight.eq(inflight + c_in - c_out)
+        rd_valid = Signal()  # the read ports hold words for the requantizer
+        rq_valid = Signal()  # the requantizer's register stage holds a block
+        m.d.comb += self.busy.eq(filling | draining | rd_valid | rq_valid | self.o.valid)
+        advance = Signal()  # the whole pipeline moves
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        # ---- fill: row n, block cb --------------------------------------------------------
+        # ---- fill: row n = 16 nb + r, block cb; bank b gets lane (b - r) % 16 ---------------
         n = Signal(range(self._max_rows + 1))
-        cb = Signal(range(self._max_cblocks + 1))
+        cb = Signal(range(mcb + 1))
         m.d.comb += self.i.ready.eq(filling)
         waddr = Signal(range(depth))
-        m.d.comb += waddr.eq((n >> 4) * self._max_cblocks + cb)
-        for r, (wp, _) in enumerate(banks):
+        m.d.comb += waddr.eq(Cat(n[:4], (n >> 4) * mcb + cb))
+        r = n[:4]
+        for b, (wp, _) in enumerate(banks):
+            lane = Signal(4, name=f"wlane{b}")
+            m.d.comb += lane.eq(b - r)
             m.d.comb += [wp.addr.eq(waddr), wp.data.exp.eq(self.i.payload.exp),
-                         wp.data.mant.eq(self.i.payload.mant.as_value()),
-                         wp.en.eq(self.i.valid & filling & (n[:4] == r))]
+                         wp.data.mant.eq(self.i.payload.mant.as_value().word_select(lane, 8)),
+                         wp.en.eq(self.i.valid & filling)]
 
-        # ---- drain: output block (c, nb), c = 16 * ccb + lane --------------------------------
+        # ---- drain: output block (c, nb), c = 16 ccb + j; bank b holds row (b - j) % 16 -------
         nb_total = Signal(range(nbs + 1))
         m.d.comb += nb_total.eq((self.rows + BLOCK - 1) >> 4)
-        ccb = Signal(range(self._max_cblocks + 1))
-        lane = Signal(4)
+        ccb = Signal(range(mcb + 1))
+        j = Signal(4)
         nb = Signal(range(nbs + 1))
         more = Signal()  # a read is still to be issued
-        rd_valid = Signal()  # the read ports hold an entry for the converter
-        rd_lane = Signal(4)
-        rd_nb = Signal(range(nbs + 1))
-        advance = Signal()
-        m.d.comb += advance.eq(~rd_valid | conv.i.ready)
-
-        raddr = Signal(range(depth))
-        m.d.comb += raddr.eq(nb * self._max_cblocks + ccb)
-        for _, rp in banks:
-            m.d.comb += [rp.addr.eq(raddr), rp.en.eq(advance)]
+        rd_j = Signal(4)
+        rq_j = Signal(4)
+        left = Signal(range(self._max_rows + 1))  # rows - 16 nb of the words read
+        base = Signal(range(nbs * mcb))
+        m.d.comb += base.eq(nb * mcb + ccb)
+        for b, (_, rp) in enumerate(banks):
+            row = Signal(4, name=f"rrow{b}")
+            m.d.comb += row.eq(b - j)
+            m.d.comb += [rp.addr.eq(Cat(row, base)), rp.en.eq(advance)]
 
         with m.If(advance):
-            m.d.sync += [rd_valid.eq(draining & more), rd_lane.eq(lane), rd_nb.eq(nb)]
+            m.d.sync += [rd_valid.eq(draining & more), rd_j.eq(j),
+                         left.eq(self.rows - Cat(Signal(4), nb))]
             with m.If(draining & more):
-                # next position: nb fastest, then lane, then ccb
+                # next position: nb fastest, then j, then ccb
                 with m.If(nb + 1 < nb_total):
                     m.d.sync += nb.eq(nb + 1)
                 with m.Else():
                     m.d.sync += nb.eq(0)
-                    with m.If(lane == BLOCK - 1):
-                        m.d.sync += lane.eq(0)
+                    with m.If(j == BLOCK - 1):
                         with m.If(ccb + 1 < self.cblocks):
                             m.d.sync += ccb.eq(ccb + 1)
                         with m.Else():
                             m.d.sync += more.eq(0)
-                    with m.Else():
-                        m.d.sync += lane.eq(lane + 1)
+                    m.d.sync += j.eq(j + 1)
 
-        for r, (_, rp) in enumerate(banks):
-            word = rp.data
-            live = (rd_nb * BLOCK + r) < self.rows
-            mant = Signal(8, name=f"mant{r}")
-            m.d.comb += mant.eq(word.mant.as_value().word_select(rd_lane, 8))
-            s = Signal(32, name=f"s{r}")
-            m.d.comb += s.eq(Cat(mant, mant[7].replicate(24)))
-            m.d.comb += [
-                conv.i.payload.mant[r].eq(live.replicate(32) & s),
-                conv.i.payload.exp[r].eq(word.exp + 141),
-            ]
-        m.d.comb += conv.i.valid.eq(rd_valid)
+        for b, (_, rp) in enumerate(banks):
+            row = Signal(4, name=f"qrow{b}")
+            m.d.comb += row.eq(b - rd_j)
+            m.d.comb += [rq.mant[b].eq(rp.data.mant), rq.exp[b].eq(rp.data.exp),
+                         rq.live[b].eq((left > BLOCK - 1) | (row < left[:4]))]
+        m.d.comb += rq.en.eq(advance)
+        with m.If(advance):
+            m.d.sync += [rq_valid.eq(rd_valid), rq_j.eq(rd_j), self.o.valid.eq(rq_valid),
+                         self.o.payload.exp.eq(rq.e_out)]
+            # output lane r is bank (r + j) % 16
+            outs = rq.out.as_value()
+            for r_ in range(BLOCK):
+                m.d.sync += self.o.payload.mant[r_].eq(outs.word_select((rq_j + r_)[:4], 8))
 
         # ---- control -----------------------------------------------------------------------
         with m.If(self.start):
@@ -177,7 +269,7 @@ class Transposer(wiring.Component):
                 m.d.sync += n.eq(n + 1)
                 with m.If(n + 1 >= self.rows):
                     m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
-                                 lane.eq(0), nb.eq(0)]
-        with m.Elif(draining & ~more & ~rd_valid):
+                                 j.eq(0), nb.eq(0)]
+        with m.Elif(draining & ~more):
             m.d.sync += draining.eq(0)
         return m
