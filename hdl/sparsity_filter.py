@@ -20,10 +20,30 @@ The threshold and ``base`` are sampled with each block as it is accepted (hold t
 tensor). A pulse on ``clear`` restarts the statistics: after it they count exactly the blocks
 accepted in the cycle of the pulse and later.
 
-Timing: the filter takes one block per cycle with a latency of 1 (the output register). The
-statistics follow the accepted blocks through a two-stage pipeline that never stalls: a block
-accepted in cycle ``n`` is in the counters from cycle ``n + 3`` on; ``stats_busy`` is high while
-blocks are still on their way to the counters.
+Hardware: the drop test is rearranged to one 8-bit comparison per element against a per-block
+threshold (``|m| < ceil(tm / 2**up)`` or ``|m| < min(tm << down, 256)``); the histogram bin is a
+per-block offset ``clamp(E - base, -8, 32)`` plus the element's ``floor(log2|m|)``, clamped.
+The statistics go through a two-stage pipeline (stage 1: bins and zero masks, stage 2: per-bin
+counts of the lane group) into saturating counters.
+
+Timing, ``lanes = 16`` (the default): the filter takes one block per cycle with a latency of 1
+(the output register). A block accepted in cycle ``n`` is in the counters from cycle ``n + 3``
+on; ``stats_busy`` is high while accepted blocks are still on their way to the counters. A
+clear pulse in cycle ``c`` zeroes the counters from cycle ``c + 2`` on (the blocks accepted in
+``c`` and later then add from ``c + 3``).
+
+Timing, ``lanes < 16`` (``P = 16 / lanes`` cycles per block): an accepted block goes to a work
+register, which processes ``lanes`` elements per cycle (element ``lanes * j`` to
+``lanes * (j + 1) - 1`` in its ``j``-th cycle) for both the filter and the statistics. ``i.ready``
+is high while the work register is empty, and in its last cycle when the output register is free
+or being read, so back-to-back blocks are accepted every ``P`` cycles; a block accepted in cycle
+``n`` is on ``o`` from cycle ``n + P + 1`` on (later if ``o`` stalls: the last cycle waits for a
+free output register). Each lane group is in the counters 3 cycles after its cycle in the work
+register, so a block accepted in ``n`` is fully counted from ``n + P + 3`` on if ``o`` does not
+stall. A clear pulse while an older block is in the work register waits for that block to leave
+(its remaining groups still count for the old statistics, which the clear then discards).
+``stats_busy`` is high while the work register holds a block, a clear waits, or a lane group or
+clear is in the statistics pipeline: once it is low the counters are final.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -32,10 +52,11 @@ from amaranth.lib.wiring import In, Out
 
 from .bfp_layouts import BFP_BLOCK, BLOCK, popcount, reject
 
-__all__ = ["SparsityFilter"]
+__all__ = ["LANES", "SparsityFilter"]
 
 HIST_BINS = 32  #: histogram counters (``golden.sparsity.HIST_BINS``)
 COUNT_W = 32  #: statistics counter width (``golden.sparsity.COUNT_W``)
+LANES = (16, 8, 4, 2, 1)  #: allowed ``lanes`` (values processed per cycle)
 _SHIFT_CAP = 8  #: comparison shifts clamp here without changing the outcome
 
 
@@ -47,6 +68,10 @@ class SparsityFilter(wiring.Component):
     count_w : int
         Width of every statistics counter, 1 to 64 (the hardware uses 32; narrower counters
         exist so that tests can reach saturation).
+    lanes : int
+        Elements processed per cycle, one of 16, 8, 4, 2, 1 (keyword only). 16 takes one block
+        per cycle; fewer lanes take one block every ``16 / lanes`` cycles with a smaller filter
+        and histogram datapath (module docstring, timing).
 
     Attributes
     ----------
@@ -65,20 +90,24 @@ class SparsityFilter(wiring.Component):
     hist : Out(data.ArrayLayout(count_w, 32))
         Exponent histogram, bin 0 in the low bits.
     stats_busy : Out(1)
-        Accepted blocks not yet counted.
+        Accepted blocks not yet counted (with ``lanes < 16`` also a clear not yet applied).
 
     Raises
     ------
     ValueError
-        If ``count_w`` is not an integer from 1 to 64.
+        If ``count_w`` is not an integer from 1 to 64, or ``lanes`` not one of :data:`LANES`.
     """
 
-    def __init__(self, count_w: int = COUNT_W):
+    def __init__(self, count_w: int = COUNT_W, *, lanes: int = BLOCK):
         if isinstance(count_w, bool) or not isinstance(count_w, int) \
                 or not 1 <= count_w <= 64:
             reject(self, ValueError(
                 f"Counter width must be an integer in [1, 64], not {count_w!r}"))
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in LANES:
+            reject(self, ValueError(
+                f"Lanes must be one of {', '.join(map(str, LANES))}, not {lanes!r}"))
         self._count_w = count_w
+        self._lanes = lanes
         super().__init__({
             "i": In(stream.Signature(BFP_BLOCK)),
             "o": Out(stream.Signature(BFP_BLOCK)),
@@ -97,105 +126,207 @@ class SparsityFilter(wiring.Component):
     def count_w(self) -> int:
         return self._count_w
 
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
     def elaborate(self, platform):
         m = Module()
-        blk = self.i.payload
-        accept = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~self.o.valid | self.o.ready),
-            accept.eq(self.i.valid & self.i.ready),
-        ]
+        L = self._lanes
+        P = BLOCK // L  # cycles per block
+        cw = self._count_w
 
-        # ---- filter: one comparison per element, straight into the output register
+        # ---- where the lanes come from: the input itself (lanes = 16) or a work register
+        if L == BLOCK:
+            exp, te, tm, base = self.i.payload.exp, self.te, self.tm, self.base
+            lane_mant = [self.i.payload.mant[k] for k in range(BLOCK)]
+            m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+            emit = Signal()  # a lane group enters the statistics
+            emit_clear = Signal()
+            m.d.comb += [emit.eq(self.i.valid & self.i.ready), emit_clear.eq(self.clear)]
+        else:
+            w_busy = Signal()
+            w_ph = Signal(range(P))
+            w_exp, w_te, w_tm, w_base = Signal(8), Signal(8), Signal(8), Signal(8)
+            w_mant = Signal(data.ArrayLayout(signed(8), BLOCK))
+            w_any = Signal()  # a kept nonzero in the groups done so far
+            w_clear = Signal()  # a clear waits for this block's first group
+            pend_clear = Signal()  # a clear waits behind the block in work
+            exp, te, tm, base = w_exp, w_te, w_tm, w_base
+            lane_mant = [w_mant[k] for k in range(L)]
+            last = Signal()
+            out_free = Signal()
+            advance = Signal()
+            accept = Signal()
+            emit = advance
+            emit_clear = Signal()
+            clr_req = Signal()
+            m.d.comb += [
+                last.eq(w_ph == P - 1),
+                out_free.eq(~self.o.valid | self.o.ready),
+                advance.eq(w_busy & (~last | out_free)),
+                self.i.ready.eq(~w_busy | (last & out_free)),
+                accept.eq(self.i.valid & self.i.ready),
+                clr_req.eq(self.clear | pend_clear),
+                emit_clear.eq((~w_busy & clr_req) | (advance & (w_ph == 0) & w_clear)),
+            ]
+            with m.If(w_busy):
+                m.d.sync += pend_clear.eq(clr_req & ~accept)
+            with m.Else():
+                m.d.sync += pend_clear.eq(0)
+
+        # ---- per-block threshold: drop iff |m| < thr (module docstring rule, rearranged)
+        # |m| << up < tm  <=>  |m| < ceil(tm / 2**up);  |m| < tm << down, |m| <= 128.
         d = Signal(signed(10))
         up = Signal(range(_SHIFT_CAP + 1))  # clamp(E - te, 0, 8)
         down = Signal(range(_SHIFT_CAP + 1))  # clamp(te - E, 0, 8)
-        rhs = Signal(16)
+        thr = Signal(9)
         m.d.comb += [
-            d.eq(blk.exp - self.te),
+            d.eq(exp - te),
             up.eq(Mux(d > _SHIFT_CAP, _SHIFT_CAP, Mux(d < 0, 0, d[:4]))),
             down.eq(Mux(d < -_SHIFT_CAP, _SHIFT_CAP, Mux(d > 0, 0, (-d)[:4]))),
-            rhs.eq(self.tm << down),
         ]
-        nz_in = Signal(BLOCK)
-        nz_out = Signal(BLOCK)
-        mags = []
+        ceil_tm = Signal(9)
+        low_mask = Signal(8)
+        wide = Signal(17)
+        m.d.comb += [
+            low_mask.eq(~(Const(0xFF, 8) << up)[:8]),
+            ceil_tm.eq((tm >> up) + ((tm & low_mask) != 0)),
+            wide.eq(tm << down),
+            thr.eq(Mux(down != 0, Mux(wide[9:] != 0, 256, wide[:9]), ceil_tm)),
+        ]
+        # Histogram offset of the block: clamp(E - base, -8, 32) keeps clamp(. + lead, 0, 31).
+        db = Signal(signed(10))
+        dbc = Signal(signed(7))
+        m.d.comb += [
+            db.eq(exp - base),
+            dbc.eq(Mux(db < -8, -8, Mux(db > HIST_BINS, HIST_BINS, db[:7]))),
+        ]
+
+        nz_in = Signal(L)
+        nz_out = Signal(L)
         kept = []
-        for k in range(BLOCK):
-            mant = blk.mant[k]
+        bins = []
+        for k in range(L):
+            mant = lane_mant[k]
+            sign = mant[7]
             mag = Signal(8, name=f"mag{k}")
-            lhs = Signal(16, name=f"lhs{k}")
             drop = Signal(name=f"drop{k}")
             m.d.comb += [
-                mag.eq(Mux(mant < 0, -mant, mant)),
-                lhs.eq(mag << up),
-                drop.eq((self.tm != 0) & (lhs < rhs)),
+                mag.eq((mant.as_unsigned() ^ sign.replicate(8)) + sign),
+                drop.eq(mag < thr),
                 nz_in[k].eq(mant != 0),
                 nz_out[k].eq((mant != 0) & ~drop),
             ]
-            mags.append(mag)
             kept.append(Mux(drop, 0, mant))
-        with m.If(self.i.ready):
-            m.d.sync += self.o.valid.eq(self.i.valid)
-            with m.If(self.i.valid):
-                m.d.sync += self.o.payload.exp.eq(Mux(nz_out != 0, blk.exp, 0))
-                for k in range(BLOCK):
-                    m.d.sync += self.o.payload.mant[k].eq(kept[k])
+            lead = Signal(3, name=f"lead{k}")
+            for b in range(8):  # last assignment wins: the leading one
+                with m.If(mag[b]):
+                    m.d.comb += lead.eq(b)
+            rel = Signal(signed(7), name=f"rel{k}")
+            b5 = Signal(5, name=f"bin{k}")
+            m.d.comb += [
+                rel.eq(dbc + lead),
+                b5.eq(Mux(rel < 0, 0, Mux(rel > HIST_BINS - 1, HIST_BINS - 1, rel[:5]))),
+            ]
+            bins.append(b5)
 
-        # ---- statistics, stage 1: element exponent bins and masks of the accepted block
+        # ---- filter output register
+        if L == BLOCK:
+            with m.If(self.i.ready):
+                m.d.sync += self.o.valid.eq(self.i.valid)
+                with m.If(self.i.valid):
+                    m.d.sync += self.o.payload.exp.eq(Mux(nz_out != 0, exp, 0))
+                    for k in range(BLOCK):
+                        m.d.sync += self.o.payload.mant[k].eq(kept[k])
+        else:
+            shifted = [w_mant[k + L] for k in range(BLOCK - L)] + kept
+            with m.If(self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            with m.If(advance):
+                m.d.sync += [
+                    w_ph.eq(Mux(last, 0, w_ph + 1)),
+                    w_any.eq(w_any | (nz_out != 0)),
+                    w_mant.eq(Cat(*shifted)),
+                ]
+                with m.If(last):
+                    m.d.sync += [
+                        w_busy.eq(0),
+                        self.o.valid.eq(1),
+                        self.o.payload.exp.eq(Mux(w_any | (nz_out != 0), w_exp, 0)),
+                        self.o.payload.mant.eq(Cat(*shifted)),
+                    ]
+            with m.If(accept):
+                m.d.sync += [
+                    w_busy.eq(1),
+                    w_ph.eq(0),
+                    w_any.eq(0),
+                    w_exp.eq(self.i.payload.exp),
+                    w_mant.eq(self.i.payload.mant),
+                    w_te.eq(self.te),
+                    w_tm.eq(self.tm),
+                    w_base.eq(self.base),
+                    w_clear.eq(w_busy & clr_req),
+                ]
+
+        # ---- statistics, stage 1: element bins and masks of the lane group
         s1_valid, s1_clear = Signal(), Signal()
-        s1_bin = [Signal(range(HIST_BINS), name=f"s1_bin{k}") for k in range(BLOCK)]
-        s1_nz_in = Signal(BLOCK)
-        s1_nz_out = Signal(BLOCK)
+        s1_bin = [Signal(5, name=f"s1_bin{k}") for k in range(L)]
+        s1_nz_in = Signal(L)
+        s1_nz_out = Signal(L)
         m.d.sync += [
-            s1_valid.eq(accept),
-            s1_clear.eq(self.clear),
+            s1_valid.eq(emit),
+            s1_clear.eq(emit_clear),
             s1_nz_in.eq(nz_in),
             s1_nz_out.eq(nz_out),
         ]
-        for k in range(BLOCK):
-            lead = Signal(3, name=f"lead{k}")
-            for b in range(8):  # last assignment wins: the leading one
-                with m.If(mags[k][b]):
-                    m.d.comb += lead.eq(b)
-            rel = Signal(signed(11), name=f"rel{k}")
-            m.d.comb += rel.eq(blk.exp + lead - self.base)
-            m.d.sync += s1_bin[k].eq(
-                Mux(rel < 0, 0, Mux(rel > HIST_BINS - 1, HIST_BINS - 1, rel[:5])))
+        for k in range(L):
+            m.d.sync += s1_bin[k].eq(bins[k])
 
-        # ---- stage 2: per-bin counts of the block
-        s2_valid, s2_clear = Signal(), Signal()
-        s2_count = [Signal(range(BLOCK + 1), name=f"s2_count{i}") for i in range(HIST_BINS)]
-        s2_nnz_in = Signal(range(BLOCK + 1))
-        s2_nnz_out = Signal(range(BLOCK + 1))
+        # ---- stage 2: per-bin counts of the group
+        s2_valid = Signal()
+        s2_count = [Signal(range(L + 1), name=f"s2_count{i}") for i in range(HIST_BINS)]
+        s2_zeros = Signal(range(L + 1))
+        s2_fzeros = Signal(range(L + 1))
         m.d.sync += [
             s2_valid.eq(s1_valid),
-            s2_clear.eq(s1_clear),
-            s2_nnz_in.eq(popcount(s1_nz_in)),
-            s2_nnz_out.eq(popcount(s1_nz_out)),
+            s2_zeros.eq(popcount([~s1_nz_in[k] for k in range(L)])),
+            s2_fzeros.eq(popcount([~s1_nz_out[k] for k in range(L)])),
         ]
         for i in range(HIST_BINS):
-            hits = [s1_nz_in[k] & (s1_bin[k] == i) for k in range(BLOCK)]
+            hits = [s1_nz_in[k] & (s1_bin[k] == i) for k in range(L)]
             m.d.sync += s2_count[i].eq(popcount(hits))
 
-        # ---- stage 3: saturating counters
-        cw = self._count_w
-        top = Const((1 << cw) - 1, cw)
+        # ---- stage 3: saturating counters. A clear in stage 1 zeroes them (the group in stage 2
+        # is older than the clear and is dropped); otherwise they add the stage-2 group. The sum
+        # can only overflow once the bits above the low ``lw`` (where any increment <= lanes
+        # fits) are all ones: on overflow those hold and the low bits become ones.
         hist = [Signal(cw, name=f"hist{i}") for i in range(HIST_BINS)]
         m.d.comb += self.hist.eq(Cat(hist))
+        lw = min(cw, (L - 1).bit_length())
 
         def count(name, counter, inc):
-            start = Mux(s2_clear, 0, counter)
-            total = Signal(cw + 6, name=f"s2_{name}_next")
-            m.d.comb += total.eq(start + Mux(s2_valid, inc, 0))
-            m.d.sync += counter.eq(Mux(total > top, top, total))
+            total = Signal(max(cw, len(inc)) + 1, name=f"{name}_next")
+            ovf = Signal(name=f"{name}_ovf")
+            m.d.comb += [total.eq(counter + inc), ovf.eq(total[cw:] != 0)]
+            with m.If(s1_clear):
+                m.d.sync += counter.eq(0)
+            with m.Elif(s2_valid):
+                if lw:
+                    m.d.sync += counter[:lw].eq(Mux(ovf, (1 << lw) - 1, total[:lw]))
+                if lw < cw:
+                    with m.If(~ovf):
+                        m.d.sync += counter[lw:].eq(total[lw:cw])
 
-        with m.If(s2_valid | s2_clear):
-            count("values", self.values, BLOCK)
-            count("zeros", self.zeros, BLOCK - s2_nnz_in)
-            count("filtered_zeros", self.filtered_zeros, BLOCK - s2_nnz_out)
-            for i in range(HIST_BINS):
-                count(f"hist{i}", hist[i], s2_count[i])
+        count("values", self.values, Const(L, range(L + 1)))
+        count("zeros", self.zeros, s2_zeros)
+        count("filtered_zeros", self.filtered_zeros, s2_fzeros)
+        for i in range(HIST_BINS):
+            count(f"hist{i}", hist[i], s2_count[i])
 
-        m.d.comb += self.stats_busy.eq(s1_valid | s2_valid)
+        if L == BLOCK:
+            m.d.comb += self.stats_busy.eq(s1_valid | s2_valid)
+        else:
+            m.d.comb += self.stats_busy.eq(w_busy | pend_clear | s1_clear
+                                           | s1_valid | s2_valid)
         return m

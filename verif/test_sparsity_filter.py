@@ -1,12 +1,14 @@
 """Sparsity filter against ``golden.sparsity`` (filter and statistics): Amaranth sim, Verilator."""
 
+# amaranth: UnusedElaboratable=no
+
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
 import golden.sparsity
-from hdl.sparsity_filter import HIST_BINS, SparsityFilter
+from hdl.sparsity_filter import HIST_BINS, LANES, SparsityFilter
 from verif.harness import run_cocotb
 from verif.streams import (
     Pacer,
@@ -27,19 +29,33 @@ def test_count_width_is_validated(count_w):
         SparsityFilter(count_w)
 
 
+@pytest.mark.parametrize("lanes", [0, 3, 32, -1, 16.0, True, "16", None])
+def test_lanes_are_validated(lanes):
+    with pytest.raises(ValueError, match=rf"^Lanes must be one of 16, 8, 4, 2, 1, not {lanes!r}$"):
+        SparsityFilter(lanes=lanes)
+
+
 def test_constants_match_golden():
     assert HIST_BINS == golden.sparsity.HIST_BINS
     dut = SparsityFilter()
     assert dut.count_w == golden.sparsity.COUNT_W
+    assert dut.lanes == 16
     Fragment.get(dut, None)
+    for lanes in LANES:
+        dut = SparsityFilter(lanes=lanes)
+        assert dut.lanes == lanes
+        Fragment.get(dut, None)
 
 
-def run_filter(jobs, count_w=32, rng=None, in_prob=0.0, out_prob=0.0):
+LANE_CASES = [16, 4, 1]
+
+
+def run_filter(jobs, count_w=32, rng=None, in_prob=0.0, out_prob=0.0, lanes=16):
     """Filter each job ``(exp, mant, te, tm, base)`` as one tensor: clear, stream, read counters.
 
     Returns ``[(E_out, m_out, stats dict)]``.
     """
-    dut = SparsityFilter(count_w)
+    dut = SparsityFilter(count_w, lanes=lanes)
     results = []
 
     async def tb(ctx):
@@ -116,32 +132,103 @@ def threshold_jobs(rng):
     return jobs
 
 
-def test_thresholds_and_ties(rng):
+@pytest.mark.parametrize("lanes", LANE_CASES)
+def test_thresholds_and_ties(rng, lanes):
     jobs = threshold_jobs(rng)
-    check(jobs, run_filter(jobs, rng=rng))
+    check(jobs, run_filter(jobs, rng=rng, lanes=lanes))
 
 
-def test_random_tensors_with_flow_control(rng):
+@pytest.mark.parametrize("lanes", LANE_CASES)
+def test_random_tensors_with_flow_control(rng, lanes):
     jobs = []
     for s in (0.0, 0.5, 0.9, 0.99):
         e, m = bfp_tensor(rng, int(rng.integers(1, 60)), s, clustered=bool(rng.random() < .5))
         jobs.append((e, m, int(rng.integers(100, 160)), int(rng.integers(0, 256)),
                      int(rng.integers(90, 130))))
-    check(jobs, run_filter(jobs, rng=rng, in_prob=0.3, out_prob=0.4))
+    check(jobs, run_filter(jobs, rng=rng, in_prob=0.3, out_prob=0.4, lanes=lanes))
 
 
-def test_counters_saturate(rng):
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", LANES)
+def test_random_tensors_long(rng, lanes):
+    jobs = []
+    for s in (0.0, 0.3, 0.7, 0.95):
+        for clustered in (False, True):
+            e, m = bfp_tensor(rng, int(rng.integers(100, 300)), s, clustered=clustered)
+            jobs.append((e, m, int(rng.integers(90, 170)), int(rng.integers(0, 256)),
+                         int(rng.integers(80, 140))))
+    check(jobs, run_filter(jobs, rng=rng, in_prob=0.2, out_prob=0.3, lanes=lanes))
+    check(jobs[:3], run_filter(jobs[:3], rng=rng, lanes=lanes))
+
+
+@pytest.mark.parametrize("lanes", LANE_CASES)
+def test_counters_saturate(rng, lanes):
     # 6-bit counters: values saturates after 4 blocks, the histogram soon after.
     e, m = bfp_tensor(rng, 30, 0.1)
     jobs = [(e, m, 127, 100, 120), (e[:3], m[:3], 127, 100, 120)]
-    results = run_filter(jobs, count_w=6, rng=rng)
+    results = run_filter(jobs, count_w=6, rng=rng, lanes=lanes)
     check(jobs, results, count_w=6)
     assert results[0][2]["values"] == 63 and results[1][2]["values"] == 48
 
 
-def test_one_block_per_cycle(rng):
+@pytest.mark.parametrize("lanes", LANE_CASES)
+@pytest.mark.parametrize("count_w", [1, 3, 4, 5])
+def test_narrow_counters_saturate(rng, lanes, count_w):
+    # Counters narrower than (and as wide as) one cycle's increment.
+    e, m = bfp_tensor(rng, 6, 0.2, extremes=True)
+    jobs = [(e, m, 127, 100, 120), (e[:1], m[:1], 127, 100, 125), (e[:0], m[:0], 0, 0, 0)]
+    check(jobs, run_filter(jobs, count_w=count_w, rng=rng, lanes=lanes), count_w=count_w)
+
+
+@pytest.mark.parametrize("lanes", LANE_CASES)
+def test_clear_while_streaming(rng, lanes):
+    """A clear pulse in the middle of a stream: exactly the blocks accepted from its cycle on."""
+    e, m = bfp_tensor(rng, 24, 0.3)
+    te, tm, base = 127, 60, 118
+    dut = SparsityFilter(lanes=lanes)
+    res = {}
+
+    async def tb(ctx):
+        ctx.set(dut.te, te)
+        ctx.set(dut.tm, tm)
+        ctx.set(dut.base, base)
+        ctx.set(dut.o.ready, 1)
+        pacer = Pacer(rng, 0.3)
+        pending = [pack_bfp_block(a, b) for a, b in zip(e, m, strict=True)]
+        clear_at = int(rng.integers(4, 20)) * (16 // lanes)
+        cycle, first_counted = 0, None
+        while pending:
+            offer = not pacer.stall()
+            ctx.set(dut.i.valid, int(offer))
+            ctx.set(Value.cast(dut.i.payload), pending[0])
+            ctx.set(dut.clear, int(cycle == clear_at))
+            _, _, ready = await ctx.tick().sample(dut.i.ready)
+            if offer and ready:
+                if cycle >= clear_at and first_counted is None:
+                    first_counted = len(e) - len(pending)
+                pending.pop(0)
+            cycle += 1
+        ctx.set(dut.i.valid, 0)
+        ctx.set(dut.clear, 0)
+        await ctx.tick().until(dut.stats_busy == 0)
+        assert first_counted is not None and first_counted > 0
+        res["first"] = first_counted
+        res["stats"] = {"values": ctx.get(dut.values), "zeros": ctx.get(dut.zeros),
+                        "filtered_zeros": ctx.get(dut.filtered_zeros),
+                        "hist": [ctx.get(dut.hist[i]) for i in range(HIST_BINS)]}
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    k = res["first"]
+    assert res["stats"] == ref_filter(e[k:], m[k:], te, tm, base)[2]
+
+
+@pytest.mark.parametrize("lanes", LANES)
+def test_block_rate_and_latency(rng, lanes):
     e, m = bfp_tensor(rng, 50, 0.5)
-    dut = SparsityFilter()
+    dut = SparsityFilter(lanes=lanes)
     result = {}
 
     async def put(ctx):
@@ -157,7 +244,11 @@ def test_one_block_per_cycle(rng):
     sim.add_testbench(put)
     sim.add_testbench(get)
     sim.run()
-    assert result["c"] == list(range(1, 51))  # latency 1, then one block per cycle
+    if lanes == 16:
+        assert result["c"] == list(range(1, 51))  # latency 1, then one block per cycle
+    else:  # one block every 16 / lanes cycles, latency 16 / lanes + 1
+        period = 16 // lanes
+        assert result["c"] == [period * (k + 1) + 1 for k in range(50)]
 
 
 @pytest.mark.cocotb
