@@ -32,17 +32,24 @@ stage  work
 Latency: a block accepted on ``i`` in cycle ``n`` is valid on ``o`` in cycle ``n + 4``.
 
 ``lanes = L < 16`` (8, 4, 2 or 1; ``N = 16 / L`` groups of ``L`` values per block) saves area:
-the per-value logic (magnitude, leading one, barrel shifter, rounding) exists ``L`` times instead
-of 16, and the block takes ``N`` cycles. Three registers, all advancing together by one *step*:
+the per-value logic exists ``L`` times instead of 16 and a block takes ``N`` cycles. It splits the
+work differently from the pipeline: a value is first *normalized* (``|S|`` as ``1.frac`` with 7
+bits below the leading one, plus ``low``, whether any bit further below is set), so that the
+block-dependent second half only shifts 8 bits. With ``d = E + 147 - t = r - p``, ``|S| << 6``
+shifted right by ``r`` is ``1.frac`` shifted right by ``d``, ``low`` joining the sticky bits;
+``d < 0`` happens only in a saturated block (127), ``d >= 8`` leaves only sticky bits. Three
+registers advance together by one *step*:
 
 * ``A`` holds an accepted input block. Each step, phase 1 reads group ``g`` of ``A`` (an
-  ``N``-to-1 multiplexer per lane), computes ``|S|``, sign, ``t`` and the flush, accumulates the
-  running maximum of ``t`` and pushes the group into ``B``. After group ``N - 1`` the block
-  exponent ``E`` is latched and ``A`` is free; a new block can be accepted in that same cycle.
-* ``B`` is a shift register of the 16 values (``|S|``, sign, ``ea``, survivor flag) with a
-  valid bit per group; it moves down by one group per step. Each step, phase 2 shifts, rounds and
-  clamps the bottom group (with ``E`` of its block) and pushes the ``L`` mantissas into the
-  output register, itself a shift register; after the block's last group ``o.valid`` rises.
+  ``N``-to-1 multiplexer per lane), computes ``|S|``, sign, ``p``, ``t``, the flush and the
+  normalized value, accumulates the running maximum of ``t`` and pushes the group into ``B``.
+  After group ``N - 1`` the block exponent ``E`` is latched and ``A`` is free; a new block can be
+  accepted in that same cycle.
+* ``B`` is a shift register of the 16 normalized values (``frac``, ``low``, sign, ``t``,
+  survivor flag: 21 bits) with a valid bit per group; it moves down by one group per step. Each
+  step, phase 2 shifts, rounds and clamps the bottom group (with ``E`` of its block) and pushes
+  the ``L`` mantissas into the output register, itself a shift register; after the block's last
+  group ``o.valid`` rises.
 * A step happens in every cycle except when ``B``'s bottom group is valid and the output register
   holds a block that is not being taken (``o.valid & ~o.ready``): the payload on ``o`` never
   changes while it waits.
@@ -55,8 +62,8 @@ In both forms ``i.ready`` depends combinationally on ``o.ready`` (a block is acc
 cycle the output frees room); ``o.valid`` and ``o.payload`` are registers.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .bfp_layouts import ACC_BLOCK, ACC_EXP_W, ACC_W, BFP_BLOCK, BLOCK, reject
@@ -75,7 +82,7 @@ _T_W = ACC_EXP_W + 1
 
 
 def _front(m, s, ea, name):
-    """``(|S|, S < 0, t, survives)`` of one value, combinational."""
+    """``(|S|, S < 0, t, survives, p)`` of one value, combinational."""
     mag = Signal(_MAG_W, name=f"{name}_mag")
     lead = Signal(range(_MAG_W), name=f"{name}_lead")
     t = Signal(_T_W, name=f"{name}_t")
@@ -88,7 +95,7 @@ def _front(m, s, ea, name):
         t.eq(lead + ea),
         live.eq((mag != 0) & (t >= _T_FLUSH)),
     ]
-    return mag, s < 0, t, live
+    return mag, s < 0, t, live, lead
 
 
 def _max_tree(m, values, name):
@@ -138,6 +145,62 @@ def _round(m, q, guard, sticky, sat, neg, live, name):
         mag.eq(Mux(sat | rounded[7], 127, rounded[:7])),
     ]
     return Mux(live, Mux(neg, -mag, mag), 0)
+
+
+# A value of the serial form between its two phases: the 7 bits of |S| below its leading one
+# (zeros past the end), whether any bit below those is set, sign, t, survives the flush.
+_NORM = data.StructLayout({
+    "frac": unsigned(7),
+    "low": unsigned(1),
+    "neg": unsigned(1),
+    "t": unsigned(_T_W),
+    "live": unsigned(1),
+})
+
+
+def _normalize(m, s, ea, name):
+    """One value as a :data:`_NORM` (combinational)."""
+    mag, neg, t, live, lead = _front(m, s, ea, name)
+    top = Signal(_MAG_W, name=f"{name}_top")  # |S| with its leading one moved to bit 31
+    m.d.comb += top.eq(mag << ~lead)  # ~p is 31 - p
+    # A bit k below the 8 kept ones is set iff bit k and one at k + 8 or above are set.
+    above = [Signal(name=f"{name}_above{k}") for k in range(_MAG_W)]
+    for k in reversed(range(_MAG_W)):
+        m.d.comb += above[k].eq(mag[k] | above[k + 1] if k + 1 < _MAG_W else mag[k])
+    low = Signal(name=f"{name}_low")
+    m.d.comb += low.eq(Cat(mag[k] & above[k + 8] for k in range(_MAG_W - 8)).any())
+    out = Signal(_NORM, name=f"{name}_norm")
+    m.d.comb += [
+        out.frac.eq(top[_MAG_W - 8:_MAG_W - 1]),
+        out.low.eq(low),
+        out.neg.eq(neg),
+        out.t.eq(t),
+        out.live.eq(live),
+    ]
+    return out
+
+
+def _denormalize(m, exp, v, name):
+    """The int8 mantissa of a :data:`_NORM` value in a block with exponent ``exp``.
+
+    With ``d = E + 147 - t``, ``|S| << 6 >> (E + 147 - ea)`` is ``1.frac`` (8 bits) shifted right
+    by ``d``; ``low`` joins the sticky bits. ``d < 0`` happens only in a saturated block and
+    gives 127; shifts of 8 or more leave only sticky bits, as a shift of 8 does.
+    """
+    d = Signal(signed(_T_W + 2), name=f"{name}_d")
+    amt = Signal(range(9), name=f"{name}_amt")
+    n = Signal(8, name=f"{name}_n")
+    qg = Signal(8, name=f"{name}_qg")
+    mask = Signal(8, name=f"{name}_mask")
+    m.d.comb += [
+        d.eq(exp + _T_BIAS - v.t),
+        amt.eq(Mux(d > 8, 8, d[:4])),
+        n.eq(Cat(v.frac, 1)),
+        qg.eq(n >> amt),
+        mask.eq((Const(1, unsigned(9)) << amt) - 1),
+    ]
+    sticky = v.low | ((n & mask) != 0)
+    return _round(m, qg[1:8], qg[0], sticky, d < 0, v.neg, v.live, name)
 
 
 class BFPConverter(wiring.Component):
@@ -217,7 +280,7 @@ class BFPConverter(wiring.Component):
         s1_live = [Signal(name=f"s1_live{k}") for k in range(BLOCK)]
         for k in range(BLOCK):
             ea = self.i.payload.exp[k]
-            mag, neg, t, live = _front(m, self.i.payload.mant[k], ea, f"s0_{k}")
+            mag, neg, t, live, _ = _front(m, self.i.payload.mant[k], ea, f"s0_{k}")
             with m.If(en):
                 m.d.sync += [
                     s1_mag[k].eq(mag),
@@ -284,11 +347,9 @@ class BFPConverter(wiring.Component):
         a_grp = Signal(range(N))
         t_acc = Signal(_T_W)  # running maximum of t over the survivors read so far
 
-        # Register B: 16 values shifting down by one group per step; group 0 is at the bottom.
-        b_mag = [Signal(_MAG_W, name=f"b_mag{k}") for k in range(BLOCK)]
-        b_neg = [Signal(name=f"b_neg{k}") for k in range(BLOCK)]
-        b_ea = [Signal(ACC_EXP_W, name=f"b_ea{k}") for k in range(BLOCK)]
-        b_live = [Signal(name=f"b_live{k}") for k in range(BLOCK)]
+        # Register B: 16 normalized values shifting down by one group per step; group 0 is at
+        # the bottom.
+        b = [Signal(_NORM, name=f"b{k}") for k in range(BLOCK)]
         b_valid = Signal(N)  # per group
         b_exp = Signal(8)  # E of the block whose groups reach the bottom next
         o_grp = Signal(range(N))  # groups of the next block already in the output register
@@ -304,41 +365,26 @@ class BFPConverter(wiring.Component):
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        # Phase 1: group a_grp of A -> top of B, running maximum of t.
+        # Phase 1: group a_grp of A -> normalized -> top of B, running maximum of t.
         fronts, ts = [], []
         for j in range(L):
-            s = Array(a_blk.mant[g * L + j] for g in range(N))[a_grp]
-            ea = Array(a_blk.exp[g * L + j] for g in range(N))[a_grp]
-            s_j = Signal(signed(ACC_W), name=f"a_s{j}")
-            ea_j = Signal(ACC_EXP_W, name=f"a_ea{j}")
-            m.d.comb += [s_j.eq(s), ea_j.eq(ea)]
-            mag, neg, t, live = _front(m, s_j, ea_j, f"a_{j}")
-            fronts.append((mag, neg, ea_j, live))
-            ts.append(Mux(live, t, 0))
+            s = Signal(signed(ACC_W), name=f"a_s{j}")
+            ea = Signal(ACC_EXP_W, name=f"a_ea{j}")
+            m.d.comb += [
+                s.eq(Array(a_blk.mant[g * L + j] for g in range(N))[a_grp]),
+                ea.eq(Array(a_blk.exp[g * L + j] for g in range(N))[a_grp]),
+            ]
+            fronts.append(_normalize(m, s, ea, f"a_{j}"))
+            ts.append(Mux(fronts[-1].live, fronts[-1].t, 0))
         tnew = _max_tree(m, ts + [t_acc], "a_max")
 
         # Phase 2: bottom group of B -> top of the output register.
-        mants = []
-        for j in range(L):
-            q, guard, sticky, sat = _shift(m, b_exp, b_mag[j], b_ea[j], f"b_{j}")
-            mants.append(_round(m, q, guard, sticky, sat, b_neg[j], b_live[j], f"b_{j}"))
+        mants = [_denormalize(m, b_exp, b[j], f"b_{j}") for j in range(L)]
 
         with m.If(step):
             top = BLOCK - L
-            for k in range(top):
-                m.d.sync += [
-                    b_mag[k].eq(b_mag[k + L]),
-                    b_neg[k].eq(b_neg[k + L]),
-                    b_ea[k].eq(b_ea[k + L]),
-                    b_live[k].eq(b_live[k + L]),
-                ]
-            for j, (mag, neg, ea, live) in enumerate(fronts):
-                m.d.sync += [
-                    b_mag[top + j].eq(mag),
-                    b_neg[top + j].eq(neg),
-                    b_ea[top + j].eq(ea),
-                    b_live[top + j].eq(live),
-                ]
+            m.d.sync += [b[k].eq(b[k + L]) for k in range(top)]
+            m.d.sync += [b[top + j].eq(front) for j, front in enumerate(fronts)]
             m.d.sync += b_valid.eq(b_valid >> 1 | a_full << (N - 1))
 
             with m.If(a_full):
