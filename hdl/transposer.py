@@ -14,24 +14,26 @@ write and one synchronous (non-transparent) read port: block RAM on iCE40 (256 x
 max_cblocks + cb) + r``. An input block (one row ``r``) writes one word to every bank at the
 same address (its 16 mantissas rotated by ``r``); output block ``(16 cb + j, nb)`` (one column
 ``j``) reads one word from every bank, bank ``b`` at ``r = (b - j) % 16``, and rotates the
-results back by ``j``.
+re-quantized lanes back by ``j``. Fill and drain never overlap, so both rotations share one
+4-stage barrel rotator.
 
 Re-quantization (``quantize_exact`` of the 16 values ``m_r * 2**(E_r - 133)``, specialised to
 8-bit mantissas): a value is nonzero iff ``m != 0``, its row is below ``rows`` and ``K_r = E_r
 + floor(log2|m_r|) >= 7`` (``|v| >= 2**-126``, else it flushes to zero). With ``K`` the largest
 such key, the block's exponent is ``min(K - 6, 254)`` (254: saturation, only reachable with
-``E = 255`` inputs) or 0 if there is none, and each mantissa is ``|m| * 2**(6 - s)``, ``s =
-E_out + 6 - E_r``, rounded half to even and clamped to 127, with ``m``'s sign.
+``E = 255`` inputs) or 0 if there is none, and each mantissa is ``m * 2**(6 - s)``, ``s =
+E_out + 6 - E_r``, rounded half to even (an arithmetic shift, then the half and sticky bits) and
+clamped to +-127. No ``BFPConverter``: the values are 8-bit, not 32-bit accumulators.
 
-Phases: *fill* takes ``rows * cblocks`` blocks (one per cycle), then *drain* emits
-``16 * cblocks * ceil(rows / 16)`` blocks (one per cycle under back-pressure-free output,
-latency 3: the read, the exponent stage, the mantissa stage), ``busy`` falls after the last
-block has left. ``start`` begins the next tile (it must not come while ``busy``). ``rows`` and
-``cblocks`` must be set before ``start`` and held during the tile. Mantissa -128 is not a BFP8
-value (it reads as 0).
+Phases: *fill* takes ``rows * cblocks`` blocks (one per cycle), then *drain* emits ``16 *
+cblocks * ceil(rows / 16)`` blocks (one per cycle while ``o`` is ready; latency 3: the read, the
+exponent stage, the mantissa stage; the whole pipeline stalls while ``o`` is valid and not
+ready), ``busy`` falls after the last block has left. ``start`` begins the next tile (it must
+not come while ``busy``). ``rows`` and ``cblocks`` must be set before ``start`` and held during
+the tile. Mantissa -128 is not a BFP8 value (it reads as 0).
 """
 
-from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -41,6 +43,19 @@ from .bfp_layouts import BFP_BLOCK, BLOCK
 __all__ = ["Transposer"]
 
 _WORD = data.StructLayout({"mant": 8, "exp": 8})
+
+
+def _rotate(m, lanes, amount):
+    """``out[b] = lanes[(b - amount) % 16]``: a 4-stage barrel rotator of 16 byte lanes."""
+    for k in range(4):
+        step = 1 << k
+        nxt = []
+        for b in range(BLOCK):
+            sig = Signal(8, name=f"rot{k}_{b}")
+            m.d.comb += sig.eq(Mux(amount[k], lanes[(b - step) % BLOCK], lanes[b]))
+            nxt.append(sig)
+        lanes = nxt
+    return lanes
 
 
 class _Requantizer(Elaboratable):
@@ -67,9 +82,8 @@ class _Requantizer(Elaboratable):
         lanes = []
         for r in range(BLOCK):
             mant = self.mant[r]
-            sign = mant[7]
             mag = Signal(7, name=f"mag{r}")
-            m.d.comb += mag.eq(Mux(sign, -mant, mant)[:7])
+            m.d.comb += mag.eq(Mux(mant[7], -mant, mant)[:7])
             log2 = Signal(range(7), name=f"log2_{r}")
             for k in range(7):
                 with m.If(mag[k]):
@@ -81,7 +95,7 @@ class _Requantizer(Elaboratable):
             kz = Signal(9, name=f"kz{r}")
             m.d.comb += kz.eq(Mux(nz, key, 0))
             keys.append(kz)
-            lanes.append((mag, sign, self.exp[r], nz))
+            lanes.append((mant, self.exp[r], nz))
 
         while len(keys) > 1:
             nxt = []
@@ -99,26 +113,26 @@ class _Requantizer(Elaboratable):
         held = []
         with m.If(self.en if self._pipelined else 1):
             stage += e_q.eq(e_out)
-            for r, (mag, sign, exp, nz) in enumerate(lanes):
-                hm, hs, he, hn = (Signal(7, name=f"h_mag{r}"), Signal(name=f"h_sign{r}"),
-                                  Signal(8, name=f"h_exp{r}"), Signal(name=f"h_nz{r}"))
-                stage += [hm.eq(mag), hs.eq(sign), he.eq(exp), hn.eq(nz)]
-                held.append((hm, hs, he, hn))
+            for r, (mant, exp, nz) in enumerate(lanes):
+                hm, he, hn = (Signal(8, name=f"h_mant{r}"), Signal(8, name=f"h_exp{r}"),
+                              Signal(name=f"h_nz{r}"))
+                stage += [hm.eq(mant), he.eq(exp), hn.eq(nz)]
+                held.append((hm, he, hn))
         m.d.comb += self.e_out.eq(e_q)
 
-        for r, (mag, sign, exp, nz) in enumerate(held):
-            s = Signal(10, name=f"s{r}")  # E_out + 6 - E_r, <= 13 unless the value is < 1/2
+        for r, (mant, exp, nz) in enumerate(held):
+            s = Signal(10, name=f"s{r}")  # E_out + 6 - E_r: < 16 unless the value is < 1/2
             m.d.comb += s.eq(e_q + 6 - exp)
-            v = Signal(21, name=f"v{r}")  # |m| * 2**(6 - s) with 8 fraction bits
-            m.d.comb += v.eq(Cat(Const(0, 14), mag) >> s[:4])
+            # m * 2**(6 - s) with 8 fraction bits; round half to even from the floor
+            v = Signal(signed(22), name=f"v{r}")
+            m.d.comb += v.eq(Cat(Const(0, 14), mant).as_signed() >> s[:4])
+            # rounding only for s >= 7 (|q| <= 64); |q| > 127 only at s = 5 (saturation,
+            # E = 255), where q = 2 m is exact: clamp to +-127
             q = Signal(8, name=f"q{r}")
-            half = v[7]
-            sticky = v[:7] != 0
-            m.d.comb += q.eq(v[8:16] + (half & (sticky | v[8])))
-            qc = Signal(7, name=f"qc{r}")
-            m.d.comb += qc.eq(Mux(q[7], 127, q[:7]))
-            live = nz & (s[4:] == 0)
-            m.d.comb += self.out[r].eq(Mux(live, Mux(sign, -qc, qc), 0))
+            m.d.comb += q.eq(v[8:16] + (v[7] & ((v[:7] != 0) | v[8])))
+            over = v[16] ^ v[15] | (v[8:17] == 0x180)
+            qc = Mux(over, Mux(v[16], 0x81, 0x7F), q)
+            m.d.comb += self.out[r].eq(Mux(nz & (s[4:] == 0), qc, 0))
         return m
 
 
@@ -191,6 +205,11 @@ class Transposer(wiring.Component):
 
         filling = Signal()
         draining = Signal()
+        # one rotator, shared: fill rotates input lanes into banks (by r), drain rotates the
+        # re-quantized bank lanes back into rows (by -j)
+        rot_in = [Mux(filling, self.i.payload.mant[b], rq.out[b]) for b in range(BLOCK)]
+        rot_amount = Signal(4)
+        rotated = _rotate(m, rot_in, rot_amount)
         rd_valid = Signal()  # the read ports hold words for the requantizer
         rq_valid = Signal()  # the requantizer's register stage holds a block
         m.d.comb += self.busy.eq(filling | draining | rd_valid | rq_valid | self.o.valid)
@@ -203,13 +222,9 @@ class Transposer(wiring.Component):
         m.d.comb += self.i.ready.eq(filling)
         waddr = Signal(range(depth))
         m.d.comb += waddr.eq(Cat(n[:4], (n >> 4) * mcb + cb))
-        r = n[:4]
-        for b, (wp, _) in enumerate(banks):
-            lane = Signal(4, name=f"wlane{b}")
-            m.d.comb += lane.eq(b - r)
+        for wp, rot in zip((wp for wp, _ in banks), rotated, strict=True):
             m.d.comb += [wp.addr.eq(waddr), wp.data.exp.eq(self.i.payload.exp),
-                         wp.data.mant.eq(self.i.payload.mant.as_value().word_select(lane, 8)),
-                         wp.en.eq(self.i.valid & filling)]
+                         wp.data.mant.eq(rot), wp.en.eq(self.i.valid & filling)]
 
         # ---- drain: output block (c, nb), c = 16 ccb + j; bank b holds row (b - j) % 16 -------
         nb_total = Signal(range(nbs + 1))
@@ -220,6 +235,7 @@ class Transposer(wiring.Component):
         more = Signal()  # a read is still to be issued
         rd_j = Signal(4)
         rq_j = Signal(4)
+        m.d.comb += rot_amount.eq(Mux(filling, n[:4], -rq_j))
         left = Signal(range(self._max_rows + 1))  # rows - 16 nb of the words read
         base = Signal(range(nbs * mcb))
         m.d.comb += base.eq(nb * mcb + ccb)
@@ -254,9 +270,7 @@ class Transposer(wiring.Component):
             m.d.sync += [rq_valid.eq(rd_valid), rq_j.eq(rd_j), self.o.valid.eq(rq_valid),
                          self.o.payload.exp.eq(rq.e_out)]
             # output lane r is bank (r + j) % 16
-            outs = rq.out.as_value()
-            for r_ in range(BLOCK):
-                m.d.sync += self.o.payload.mant[r_].eq(outs.word_select((rq_j + r_)[:4], 8))
+            m.d.sync += self.o.payload.mant.eq(Cat(rotated))
 
         # ---- control -----------------------------------------------------------------------
         with m.If(self.start):

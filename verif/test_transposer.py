@@ -77,6 +77,21 @@ def test_transposer_matches_reblock(pacing, rng):
             assert cycles == exp.size + len(want_e) + 3, cycles
 
 
+def test_transposer_random_shapes_backpressure(rng):
+    """Random ``rows`` / ``cblocks`` up to the maximum, heavy back-pressure on ``o``."""
+    dut = Transposer(max_rows=64, max_cblocks=4)
+    tiles = []
+    for k in range(6):
+        rows, cblocks = int(rng.integers(1, 65)), int(rng.integers(1, 5))
+        tiles.append(_tile(rng, rows, cblocks, float(rng.choice([0.0, 0.5, 0.95])),
+                           extremes=bool(k % 2)))
+    for (exp, mant), (got, _) in zip(tiles, run_transposer(dut, tiles, rng, 0.2, 0.6),
+                                     strict=True):
+        want_e, want_m = golden_reblock(exp, mant)
+        np.testing.assert_array_equal(np.array([g[0] for g in got]), want_e)
+        np.testing.assert_array_equal(np.array([g[1] for g in got]), want_m)
+
+
 def test_parameters_validated():
     with pytest.raises(ValueError, match=r"^Maximum rows must be a positive multiple of 16, "
                                          r"not 20$"):
