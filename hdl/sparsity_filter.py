@@ -58,6 +58,7 @@ __all__ = ["LANES", "SparsityFilter"]
 HIST_BINS = 32  #: histogram counters (``golden.sparsity.HIST_BINS``)
 COUNT_W = 32  #: statistics counter width (``golden.sparsity.COUNT_W``)
 LANES = (16, 8, 4, 2, 1)  #: allowed ``lanes`` (values processed per cycle)
+_ROTATE_LANES = 8  #: from this many lanes the histogram counts per lead and rotates
 _SHIFT_CAP = 8  #: comparison shifts clamp here without changing the outcome
 
 
@@ -208,6 +209,7 @@ class SparsityFilter(wiring.Component):
         nz_out = Signal(L)
         kept = []
         onehot = [[] for _ in range(8)]  # onehot[l][k]: lane k is nonzero with floor(log2|m|) = l
+        bins = []  # (fewer lanes) bin of each lane
         for k in range(L):
             mant = lane_mant[k]
             sign = mant[7]
@@ -220,8 +222,21 @@ class SparsityFilter(wiring.Component):
                 nz_out[k].eq((mant != 0) & ~drop),
             ]
             kept.append(Mux(drop, 0, mant))
-            for b in range(8):
-                onehot[b].append(mag[b] & (mag[b + 1:] == 0) if b < 7 else mag[7])
+            if L >= _ROTATE_LANES:
+                for b in range(8):
+                    onehot[b].append(mag[b] & (mag[b + 1:] == 0) if b < 7 else mag[7])
+            else:
+                lead = Signal(3, name=f"lead{k}")
+                for b in range(8):  # last assignment wins: the leading one
+                    with m.If(mag[b]):
+                        m.d.comb += lead.eq(b)
+                rel = Signal(signed(7), name=f"rel{k}")
+                b5 = Signal(5, name=f"bin{k}")
+                m.d.comb += [
+                    rel.eq(dbc + lead),
+                    b5.eq(Mux(rel < 0, 0, Mux(rel > HIST_BINS - 1, HIST_BINS - 1, rel[:5]))),
+                ]
+                bins.append(b5)
 
         # ---- filter output register
         if L == BLOCK:
@@ -261,25 +276,17 @@ class SparsityFilter(wiring.Component):
                     w_clear.eq(w_busy & clr_req),
                 ]
 
-        # ---- statistics, stage 1: the group's nonzero elements counted by floor(log2|m|)
+        # ---- statistics, stage 1. Many lanes: the group's nonzero elements counted by
+        # floor(log2|m|) (8 counts); few lanes: each lane's bin.
         s1_valid, s1_clear = Signal(), Signal()
-        s1_lead = [Signal(range(L + 1), name=f"s1_lead{b}") for b in range(8)]
-        s1_dbc = Signal(signed(7))
         s1_nz_in = Signal(L)
         s1_nz_out = Signal(L)
         m.d.sync += [
             s1_valid.eq(emit),
             s1_clear.eq(emit_clear),
-            s1_dbc.eq(dbc),
             s1_nz_in.eq(nz_in),
             s1_nz_out.eq(nz_out),
         ]
-        for b in range(8):
-            m.d.sync += s1_lead[b].eq(popcount(onehot[b]))
-
-        # ---- stage 2: per-bin counts. Bin i (1 to 30) gets lead l = i - dbc, when that is in
-        # 0..7: the leads rotated by dbc mod 8, gated by a window; bin 0 gets the leads
-        # l <= -dbc, bin 31 the leads l >= 31 - dbc.
         s2_valid = Signal()
         s2_count = [Signal(range(L + 1), name=f"s2_count{i}") for i in range(HIST_BINS)]
         s2_zeros = Signal(range(L + 1))
@@ -289,26 +296,15 @@ class SparsityFilter(wiring.Component):
             s2_zeros.eq(popcount([~s1_nz_in[k] for k in range(L)])),
             s2_fzeros.eq(popcount([~s1_nz_out[k] for k in range(L)])),
         ]
-        rot = [Signal(range(L + 1), name=f"rot{t}") for t in range(8)]
-        with m.Switch(s1_dbc[:3]):
-            for r in range(8):
-                with m.Case(r):
-                    m.d.comb += [rot[t].eq(s1_lead[(t - r) % 8]) for t in range(8)]
-        for i in range(1, HIST_BINS - 1):
-            inside = (s1_dbc <= i) & (s1_dbc >= i - 7)
-            m.d.sync += s2_count[i].eq(Mux(inside, rot[i % 8], 0))
-        low = [s1_lead[0]]  # low[j]: leads 0..j
-        high = [s1_lead[7]]  # high[j]: leads 7 - j..7
-        for b in range(1, 8):
-            low.append(low[-1] + s1_lead[b])
-            high.append(high[-1] + s1_lead[7 - b])
-        with m.Switch(s1_dbc):  # dbc in [-8, 32]
-            for v in range(-8, HIST_BINS + 1):
-                with m.Case(v):
-                    lo = min(-v, 7)  # bin 0: leads 0..lo
-                    m.d.sync += s2_count[0].eq(low[lo] if lo >= 0 else 0)
-                    hi = max(HIST_BINS - 1 - v, 0)  # bin 31: leads hi..7
-                    m.d.sync += s2_count[HIST_BINS - 1].eq(high[7 - hi] if hi <= 7 else 0)
+        if L >= _ROTATE_LANES:
+            self._rotate_bins(m, L, dbc, onehot, s2_count)
+        else:
+            s1_bin = [Signal(5, name=f"s1_bin{k}") for k in range(L)]
+            m.d.sync += [s1_bin[k].eq(bins[k]) for k in range(L)]
+            # ---- stage 2: per-bin counts of the group
+            for i in range(HIST_BINS):
+                hits = [s1_nz_in[k] & (s1_bin[k] == i) for k in range(L)]
+                m.d.sync += s2_count[i].eq(popcount(hits))
 
         # ---- stage 3: saturating counters. A clear in stage 1 zeroes them (the group in stage 2
         # is older than the clear and is dropped); otherwise they add the stage-2 group. The sum
@@ -343,3 +339,35 @@ class SparsityFilter(wiring.Component):
             m.d.comb += self.stats_busy.eq(w_busy | pend_clear | s1_clear
                                            | s1_valid | s2_valid)
         return m
+
+    @staticmethod
+    def _rotate_bins(m, L, dbc, onehot, s2_count):
+        """Stages 1 and 2 of the histogram for many lanes (module docstring)."""
+        s1_lead = [Signal(range(L + 1), name=f"s1_lead{b}") for b in range(8)]
+        s1_dbc = Signal(signed(7))
+        m.d.sync += s1_dbc.eq(dbc)
+        for b in range(8):
+            m.d.sync += s1_lead[b].eq(popcount(onehot[b]))
+        # Stage 2: bin i (1 to 30) gets lead l = i - dbc when that is in 0..7: the lead counts
+        # rotated by dbc mod 8, gated by a window; bin 0 gets the leads l <= -dbc, bin 31 the
+        # leads l >= 31 - dbc.
+        rot = [Signal(range(L + 1), name=f"rot{t}") for t in range(8)]
+        with m.Switch(s1_dbc[:3]):
+            for r in range(8):
+                with m.Case(r):
+                    m.d.comb += [rot[t].eq(s1_lead[(t - r) % 8]) for t in range(8)]
+        for i in range(1, HIST_BINS - 1):
+            inside = (s1_dbc <= i) & (s1_dbc >= i - 7)
+            m.d.sync += s2_count[i].eq(Mux(inside, rot[i % 8], 0))
+        low = [s1_lead[0]]  # low[j]: leads 0..j
+        high = [s1_lead[7]]  # high[j]: leads 7 - j..7
+        for b in range(1, 8):
+            low.append(low[-1] + s1_lead[b])
+            high.append(high[-1] + s1_lead[7 - b])
+        with m.Switch(s1_dbc):  # dbc in [-8, 32]
+            for v in range(-8, HIST_BINS + 1):
+                with m.Case(v):
+                    lo = min(-v, 7)  # bin 0: leads 0..lo
+                    m.d.sync += s2_count[0].eq(low[lo] if lo >= 0 else 0)
+                    hi = max(HIST_BINS - 1 - v, 0)  # bin 31: leads hi..7
+                    m.d.sync += s2_count[HIST_BINS - 1].eq(high[7 - hi] if hi <= 7 else 0)

@@ -47,7 +47,7 @@ def test_constants_match_golden():
         Fragment.get(dut, None)
 
 
-LANE_CASES = [16, 4, 1]
+LANE_CASES = [16, 8, 4, 1]  # 8 and more lanes bin by rotation, 4 and fewer by decoding
 
 
 def run_filter(jobs, count_w=32, rng=None, in_prob=0.0, out_prob=0.0, lanes=16):
