@@ -259,6 +259,13 @@ def test_verilator(seed):
 
 
 @pytest.mark.cocotb
+def test_verilator_lanes4(seed):
+    run_cocotb(SparsityFilter(lanes=4), name="sparsity_filter",
+               test_module="verif.cocotb.sparsity_filter_tb", test_id="sparsity_filter_l4",
+               seed=seed, extra_env={"BLOCKS": 1000})
+
+
+@pytest.mark.cocotb
 @pytest.mark.slow
 def test_verilator_long(seed):
     run_cocotb(SparsityFilter(), name="sparsity_filter",
