@@ -33,18 +33,20 @@ on; ``stats_busy`` is high while accepted blocks are still on their way to the c
 clear pulse in cycle ``c`` zeroes the counters from cycle ``c + 2`` on (the blocks accepted in
 ``c`` and later then add from ``c + 3``).
 
-Timing, ``lanes < 16`` (``P = 16 / lanes`` cycles per block): an accepted block goes to a work
-register, which processes ``lanes`` elements per cycle (element ``lanes * j`` to
-``lanes * (j + 1) - 1`` in its ``j``-th cycle) for both the filter and the statistics. ``i.ready``
-is high while the work register is empty, and in its last cycle when the output register is free
-or being read, so back-to-back blocks are accepted every ``P`` cycles; a block accepted in cycle
-``n`` is on ``o`` from cycle ``n + P + 1`` on (later if ``o`` stalls: the last cycle waits for a
-free output register). Each lane group is in the counters 3 cycles after its cycle in the work
-register, so a block accepted in ``n`` is fully counted from ``n + P + 3`` on if ``o`` does not
-stall. A clear pulse while an older block is in the work register waits for that block to leave
-(its remaining groups still count for the old statistics, which the clear then discards).
-``stats_busy`` is high while the work register holds a block, a clear waits, or a lane group or
-clear is in the statistics pipeline: once it is low the counters are final.
+Timing, ``lanes < 16`` (``P = 16 / lanes`` cycles per block): the output register is the work
+register. A block is filtered in place there, ``lanes`` elements per cycle for both the filter
+and the statistics: lane group ``j`` (elements ``lanes * j`` to ``lanes * (j + 1) - 1``) in
+cycle ``n + j`` for a block accepted in cycle ``n`` (group 0 straight from ``i.payload``).
+``i.ready`` is high while no block is being filtered and the output register is empty or being
+read (combinationally on ``o.ready``, as with 16 lanes); ``o.valid`` rises in cycle ``n + P``.
+So with ``o`` read at once a block is accepted every ``P`` cycles with a latency of ``P``; a
+block waiting on ``o`` holds the input (no further buffering). Group ``j`` is in the counters
+from cycle ``n + j + 3`` on, the whole block from ``n + P + 2``. A clear pulse in a cycle
+``n + 1 .. n + P - 1`` (a block being filtered) waits until that block's last group has been
+taken and acts as if pulsed in cycle ``n + P``: that block, accepted before the pulse, is not
+counted, the blocks accepted from the pulse on are (none is accepted before ``n + P``).
+``stats_busy`` is high while a block is being filtered, a clear waits, or a lane group or clear
+is in the statistics pipeline: once it is low the counters are final.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -147,35 +149,32 @@ class SparsityFilter(wiring.Component):
             emit_clear = Signal()
             m.d.comb += [emit.eq(self.i.valid & self.i.ready), emit_clear.eq(self.clear)]
         else:
-            w_busy = Signal()
+            # The output register is the work register: a block is filtered in place, lane
+            # group 0 straight from the input in the cycle it is accepted.
+            w_busy = Signal()  # groups 1 .. P - 1 of the block in o.payload still to do
             w_ph = Signal(range(P))
-            w_exp, w_te, w_tm, w_base = Signal(8), Signal(8), Signal(8), Signal(8)
-            w_mant = Signal(data.ArrayLayout(signed(8), BLOCK))
+            w_te, w_tm, w_base = Signal(8), Signal(8), Signal(8)
             w_any = Signal()  # a kept nonzero in the groups done so far
-            w_clear = Signal()  # a clear waits for this block's first group
             pend_clear = Signal()  # a clear waits behind the block in work
-            exp, te, tm, base = w_exp, w_te, w_tm, w_base
-            lane_mant = [w_mant[k] for k in range(L)]
-            last = Signal()
-            out_free = Signal()
-            advance = Signal()
             accept = Signal()
-            emit = advance
-            emit_clear = Signal()
             clr_req = Signal()
+            emit = Signal()
+            emit_clear = Signal()
+            src = self.o.payload
             m.d.comb += [
-                last.eq(w_ph == P - 1),
-                out_free.eq(~self.o.valid | self.o.ready),
-                advance.eq(w_busy & (~last | out_free)),
-                self.i.ready.eq(~w_busy | (last & out_free)),
+                self.i.ready.eq(~w_busy & (~self.o.valid | self.o.ready)),
                 accept.eq(self.i.valid & self.i.ready),
                 clr_req.eq(self.clear | pend_clear),
-                emit_clear.eq((~w_busy & clr_req) | (advance & (w_ph == 0) & w_clear)),
+                emit.eq(accept | w_busy),
+                emit_clear.eq(~w_busy & clr_req),
             ]
-            with m.If(w_busy):
-                m.d.sync += pend_clear.eq(clr_req & ~accept)
-            with m.Else():
-                m.d.sync += pend_clear.eq(0)
+            m.d.sync += pend_clear.eq(w_busy & clr_req)
+            exp = Mux(w_busy, src.exp, self.i.payload.exp)
+            te = Mux(w_busy, w_te, self.te)
+            tm = Mux(w_busy, w_tm, self.tm)
+            base = Mux(w_busy, w_base, self.base)
+            lane_mant = [Mux(w_busy, src.mant[k], self.i.payload.mant[k]) for k in range(L)]
+            rest = [Mux(w_busy, src.mant[k], self.i.payload.mant[k]) for k in range(L, BLOCK)]
 
         # ---- per-block threshold: drop iff |m| < thr (module docstring rule, rearranged)
         # |m| << up < tm  <=>  |m| < ceil(tm / 2**up);  |m| < tm << down, |m| <= 128.
@@ -247,34 +246,30 @@ class SparsityFilter(wiring.Component):
                     for k in range(BLOCK):
                         m.d.sync += self.o.payload.mant[k].eq(kept[k])
         else:
-            shifted = [w_mant[k + L] for k in range(BLOCK - L)] + kept
             with m.If(self.o.ready):
                 m.d.sync += self.o.valid.eq(0)
-            with m.If(advance):
+            with m.If(emit):
                 m.d.sync += [
-                    w_ph.eq(Mux(last, 0, w_ph + 1)),
-                    w_any.eq(w_any | (nz_out != 0)),
-                    w_mant.eq(Cat(*shifted)),
+                    self.o.payload.mant.eq(Cat(*rest, *kept)),
+                    w_any.eq(Mux(w_busy, w_any, 0) | (nz_out != 0)),
                 ]
-                with m.If(last):
-                    m.d.sync += [
-                        w_busy.eq(0),
-                        self.o.valid.eq(1),
-                        self.o.payload.exp.eq(Mux(w_any | (nz_out != 0), w_exp, 0)),
-                        self.o.payload.mant.eq(Cat(*shifted)),
-                    ]
             with m.If(accept):
                 m.d.sync += [
                     w_busy.eq(1),
-                    w_ph.eq(0),
-                    w_any.eq(0),
-                    w_exp.eq(self.i.payload.exp),
-                    w_mant.eq(self.i.payload.mant),
+                    w_ph.eq(1),
+                    self.o.payload.exp.eq(self.i.payload.exp),
                     w_te.eq(self.te),
                     w_tm.eq(self.tm),
                     w_base.eq(self.base),
-                    w_clear.eq(w_busy & clr_req),
                 ]
+            with m.If(w_busy):
+                m.d.sync += w_ph.eq(w_ph + 1)
+                with m.If(w_ph == P - 1):
+                    m.d.sync += [
+                        w_busy.eq(0),
+                        self.o.valid.eq(1),
+                        self.o.payload.exp.eq(Mux(w_any | (nz_out != 0), src.exp, 0)),
+                    ]
 
         # ---- statistics, stage 1. Many lanes: the group's nonzero elements counted by
         # floor(log2|m|) (8 counts); few lanes: each lane's bin.
@@ -336,8 +331,7 @@ class SparsityFilter(wiring.Component):
         if L == BLOCK:
             m.d.comb += self.stats_busy.eq(s1_valid | s2_valid)
         else:
-            m.d.comb += self.stats_busy.eq(w_busy | pend_clear | s1_clear
-                                           | s1_valid | s2_valid)
+            m.d.comb += self.stats_busy.eq(w_busy | pend_clear | s1_clear | s1_valid | s2_valid)
         return m
 
     @staticmethod
