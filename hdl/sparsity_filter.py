@@ -140,7 +140,8 @@ class SparsityFilter(wiring.Component):
         P = BLOCK // L  # cycles per block
         cw = self._count_w
 
-        # ---- where the lanes come from: the input itself (lanes = 16) or a work register
+        # ---- where the lanes come from: the input (lanes = 16), else the input or the output
+        # register (the block being filtered in place)
         if L == BLOCK:
             exp, te, tm, base = self.i.payload.exp, self.te, self.tm, self.base
             lane_mant = [self.i.payload.mant[k] for k in range(BLOCK)]
