@@ -54,12 +54,12 @@ LINK_ID = 0x4B4E494C  #: "LINK" in little-endian bytes
 BOARDS = {
     "icebreaker": {
         "platform": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
-        "config": "tiny", "mem_bytes": 128 * 1024, "spram": True,
+        "config": "tiny", "mem_bytes": 128 * 1024, "spram": True, "drain_lanes": 4,
         "clk_hz": 12e6, "baud": 115200, "family": "ice40",
     },
     "ulx3s-85f": {
         "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
-        "config": "default", "mem_bytes": 128 * 1024, "spram": False,
+        "config": "default", "mem_bytes": 128 * 1024, "spram": False, "drain_lanes": 4,
         # the tiny board top reached 17.1 MHz (nextpnr) against 25 MHz: an EHXPLLL makes
         # 12.5 MHz from the 25 MHz oscillator (yowasp-ecppll -i 25 -o 12.5)
         "clk_hz": 12.5e6, "baud": 115200, "family": "ecp5",
@@ -98,8 +98,9 @@ class BoardSystem(wiring.Component):
     timeout_bytes, rx_fifo_depth : int
         Of the :class:`hdl.uart_bridge.UARTBridge`.
     **acc_kwargs
-        ``max_burst``, ``max_outstanding``, ``decoder_fifo`` of the
-        :class:`hdl.accelerator.Accelerator`.
+        ``max_burst``, ``max_outstanding``, ``decoder_fifo``, ``drain_lanes`` of the
+        :class:`hdl.accelerator.Accelerator` (the board tops use ``drain_lanes=4``: the
+        output path's converter and filter at a quarter of their area).
 
     Attributes
     ----------
@@ -212,7 +213,8 @@ class BoardTop(wiring.Component):
                                      spram=b["spram"])
         else:
             self.system = BoardSystem(get_config(config or b["config"]), divisor=self.divisor,
-                                      mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"])
+                                      mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"],
+                                      drain_lanes=b["drain_lanes"])
         super().__init__({})
 
     def _pll(self, m, platform, pll):

@@ -57,7 +57,7 @@ from .engine_lane import widths
 from .engine_load import Status as EngineStatus
 from .hbm_decoder import HBMDecoder
 from .output_path import Op as PathOp
-from .output_path import OutputPath
+from .output_path import OutputPath, check_drain_lanes
 from .output_path import Status as PathStatus
 from .sparsity_filter import HIST_BINS
 from .transposer import Transposer
@@ -95,6 +95,10 @@ class Accelerator(wiring.Component):
         Read bursts in flight (1 to 16).
     decoder_fifo : int
         Input queue of the HBM decoder, in beats.
+    drain_lanes : int
+        Values per cycle of the output path's BFP8 converter and sparsity filter: 16 (one
+        block per cycle) or 8, 4, 2, 1 to save area on an FPGA (the board tops); the results
+        are identical, a drain takes up to ``16 // drain_lanes`` times as long.
 
     Attributes
     ----------
@@ -107,17 +111,23 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, cfg: EngineConfig, *, max_burst: int = 16, max_outstanding: int = 4,
-                 decoder_fifo: int = 256):
+                 decoder_fifo: int = 256, drain_lanes: int = 16):
         if not isinstance(cfg, EngineConfig):
             self._MustUse__silence = True  # never elaborated
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
         # the units validate these; build them here so that a bad value fails at construction
         DMAReader(ADDR_W, DATA_W, max_burst, max_outstanding)._MustUse__silence = True
         HBMDecoder(DATA_W, decoder_fifo)._MustUse__silence = True
+        try:
+            check_drain_lanes(drain_lanes)
+        except ValueError:
+            self._MustUse__silence = True  # never elaborated
+            raise
         self._cfg = cfg
         self._max_burst = max_burst
         self._max_outstanding = max_outstanding
         self._decoder_fifo = decoder_fifo
+        self._drain_lanes = drain_lanes
         super().__init__({
             "csr": In(AXI4LiteSignature(CSR_ADDR_W, 32)),
             "mem": Out(AXI4Signature(ADDR_W, DATA_W)),
@@ -159,7 +169,7 @@ class Accelerator(wiring.Component):
         ad_b = BlockAdapter(w["n"], w["kb"])
         ad_m = MaskAdapter(w["m"], w["g"], R)
         eng = Engine(cfg)
-        op = OutputPath(cfg, DATA_W)
+        op = OutputPath(cfg, DATA_W, drain_lanes=self._drain_lanes)
         upd = UpdatePath(cfg)
         m.submodules.update_path = rst(upd)
         m.submodules.decoder = rst(dec)

@@ -74,7 +74,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .bfp_converter import BFPConverter
+from .bfp_converter import LANES, BFPConverter
 from .bfp_layouts import ACC_EXP_W, ACC_W, BLOCK, bus_beat, check_bus_width, reject
 from .config import EngineConfig
 from .engine_lane import out_layout, widths
@@ -83,6 +83,7 @@ from .output_raw import RawSerializer
 from .sparsity_filter import COUNT_W, HIST_BINS, SparsityFilter
 
 __all__ = [
+    "check_drain_lanes",
     "Op",
     "Status",
     "ENTRY",
@@ -153,6 +154,15 @@ def buffer_geometry(cfg: EngineConfig) -> dict:
             "bits": cfg.max_m * cb * word_bits}
 
 
+def check_drain_lanes(drain_lanes) -> int:
+    """``drain_lanes`` if it is one of :data:`hdl.bfp_converter.LANES`, else ``ValueError``."""
+    if isinstance(drain_lanes, bool) or not isinstance(drain_lanes, int) \
+            or drain_lanes not in LANES:
+        raise ValueError(f"Drain lanes must be one of {', '.join(map(str, LANES))}, not "
+                         f"{drain_lanes!r}")
+    return drain_lanes
+
+
 class OutputPath(wiring.Component):
     """Accumulator tile buffer and drain to HBM v1 / RAW byte streams (module docstring).
 
@@ -162,6 +172,10 @@ class OutputPath(wiring.Component):
         The engine's configuration (R, max_m, max_n).
     bus_width : int
         Width of ``o_fwd`` and ``o_filt`` in bits: 32 or 64 (the DMA writers' width).
+    drain_lanes : int
+        Values per cycle of the BFP8 converter and the sparsity filter (their ``lanes``): 16
+        (one block per cycle, the default), or 8, 4, 2, 1 for an FPGA that cannot hold the
+        16-wide units (one block every ``16 // drain_lanes`` cycles; the results are the same).
 
     Attributes
     ----------
@@ -199,18 +213,20 @@ class OutputPath(wiring.Component):
     TypeError
         If ``cfg`` is not an :class:`~hdl.config.EngineConfig`.
     ValueError
-        If ``bus_width`` is not 32 or 64.
+        If ``bus_width`` is not 32 or 64, or ``drain_lanes`` not one of 16, 8, 4, 2, 1.
     """
 
-    def __init__(self, cfg: EngineConfig, bus_width: int = 64):
+    def __init__(self, cfg: EngineConfig, bus_width: int = 64, *, drain_lanes: int = BLOCK):
         if not isinstance(cfg, EngineConfig):
             reject(self, TypeError(f"cfg must be an EngineConfig, not {cfg!r}"))
         try:
             check_bus_width(bus_width)
+            check_drain_lanes(drain_lanes)
         except ValueError as exc:
             reject(self, exc)
         self._cfg = cfg
         self._bus_width = bus_width
+        self._drain_lanes = drain_lanes
         super().__init__({
             "i": In(stream.Signature(out_layout(cfg))),
             "cmd": In(stream.Signature(cmd_layout(cfg))),
@@ -239,6 +255,10 @@ class OutputPath(wiring.Component):
     @property
     def bus_width(self) -> int:
         return self._bus_width
+
+    @property
+    def drain_lanes(self) -> int:
+        return self._drain_lanes
 
     def elaborate(self, platform):
         m = Module()
@@ -312,7 +332,7 @@ class OutputPath(wiring.Component):
         last2 = Signal()
         adv = Signal()
 
-        conv = m.submodules.conv = BFPConverter()
+        conv = m.submodules.conv = BFPConverter(lanes=self._drain_lanes)
         ser = m.submodules.raw = RawSerializer(self._bus_width)
         inj = Signal()  # RAW drain refused for its shape: send the empty tensor
         m.d.comb += adv.eq(~v2 | Mux(d_raw, ser.i.ready, conv.i.ready))
@@ -360,7 +380,7 @@ class OutputPath(wiring.Component):
         # ---- fork: the converter's blocks to the fwd encoder and the filter -----------------
         enc_f = m.submodules.enc_fwd = HBMEncoder(self._bus_width)
         enc_s = m.submodules.enc_filt = HBMEncoder(self._bus_width)
-        flt = m.submodules.filter = SparsityFilter()
+        flt = m.submodules.filter = SparsityFilter(lanes=self._drain_lanes)
         taken_f = Signal()
         taken_s = Signal()
         want_f = d_fwd & ~taken_f

@@ -286,10 +286,10 @@ class Bench:
     checked for the stream rule (a beat offered and not taken stays the same until taken).
     """
 
-    def __init__(self, cfg, bus_width, rng, in_prob=0.0, out_prob=0.0):
+    def __init__(self, cfg, bus_width, rng, in_prob=0.0, out_prob=0.0, drain_lanes=16):
         self.cfg = cfg
         self.bw = bus_width
-        self.dut = OutputPath(cfg, bus_width)
+        self.dut = OutputPath(cfg, bus_width, drain_lanes=drain_lanes)
         self.pk = Packer(cfg)
         self.rng = rng
         self.in_pacer = Pacer(rng, in_prob)
@@ -405,8 +405,8 @@ def check_drain(n, d, acc, got, model: StatsModel):
     assert got["stats"] == model.as_dict(), f"step {n} {d}: statistics"
 
 
-def run_scenario(cfg, bus_width, rng, steps, in_prob=0.0, out_prob=0.0):
-    bench = Bench(cfg, bus_width, rng, in_prob, out_prob)
+def run_scenario(cfg, bus_width, rng, steps, in_prob=0.0, out_prob=0.0, drain_lanes=16):
+    bench = Bench(cfg, bus_width, rng, in_prob, out_prob, drain_lanes)
     model = StatsModel()
     results = []
 

@@ -95,6 +95,20 @@ def test_random_drains(cfg, bus_width, in_prob, out_prob, rng):
     run_scenario(cfg, bus_width, rng, steps, in_prob, out_prob)
 
 
+@pytest.mark.parametrize("drain_lanes", [4, 1])
+def test_random_drains_narrow_units(drain_lanes, rng):
+    """The board tops' narrow converter and filter (``drain_lanes``): same bytes, same
+    statistics as the 16-wide ones (the model knows no lanes)."""
+    steps = scenario(rng, TINY, tiles=4)
+    run_scenario(TINY, 32, rng, steps, 0.3, 0.3, drain_lanes=drain_lanes)
+
+
+@pytest.mark.parametrize("lanes", [0, 3, 32, 4.0, True, "4"])
+def test_drain_lanes_are_validated(lanes):
+    with pytest.raises(ValueError, match=r"Drain lanes must be one of 16, 8, 4, 2, 1"):
+        OutputPath(TINY, 32, drain_lanes=lanes)
+
+
 def test_ragged_and_stale_columns(rng):
     """R = 4: a full tile, then narrower ones (n not a multiple of 16 or of R); the groups of a
     block the engine does not write for the narrow tile hold the old tile's values, and the
