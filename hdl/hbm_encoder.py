@@ -43,6 +43,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from .bfp_converter import LANES
 from .bfp_layouts import (
     BFP_BLOCK,
     BLOCK,
@@ -100,11 +101,15 @@ class HBMEncoder(wiring.Component):
         If ``bus_width`` is not 32 or 64.
     """
 
-    def __init__(self, bus_width: int = 64):
+    def __init__(self, bus_width: int = 64, *, lanes: int = BLOCK):
         try:
             self._bus_width = check_bus_width(bus_width)
         except ValueError as exc:
             reject(self, exc)
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in LANES:
+            reject(self, ValueError(
+                f"Lanes must be one of {', '.join(map(str, LANES))}, not {lanes!r}"))
+        self._lanes = lanes
         super().__init__({
             "cmd": In(stream.Signature(unsigned(N_BLOCKS_W))),
             "i": In(stream.Signature(BFP_BLOCK)),
@@ -116,9 +121,17 @@ class HBMEncoder(wiring.Component):
     def bus_width(self) -> int:
         return self._bus_width
 
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
     def elaborate(self, platform):
         m = Module()
         nb = self._bus_width // 8
+        L = self._lanes
+        P = BLOCK // L  # output cycles per record
+        chunk_max = _CHUNK_MAX if L == BLOCK else 5 + L
+        buffer_bytes = BUFFER_BYTES if L == BLOCK else nb + chunk_max - 1
 
         m.submodules.records = records = SyncFIFOBuffered(
             width=_RECORD.size, depth=RECORD_DEPTH)
@@ -154,13 +167,7 @@ class HBMEncoder(wiring.Component):
         blk = self.i.payload
         nz = Signal(BLOCK)
         m.d.comb += nz.eq(Cat(blk.mant[k] != 0 for k in range(BLOCK)))
-        slots = []
-        before = prefix_counts(nz)
-        for s in range(BLOCK):
-            slot = Const(0, 8)
-            for k in range(s, BLOCK):
-                slot = slot | Mux(nz[k] & (before[k] == s), blk.mant[k].as_unsigned(), 0)
-            slots.append(slot)
+        mants = [blk.mant[k].as_unsigned() for k in range(BLOCK)]
         l1_new = Signal(SUPERBLOCK)
         last_block = n_left == 1
         sb_end = (sb_pos == SUPERBLOCK - 1) | last_block
@@ -168,7 +175,8 @@ class HBMEncoder(wiring.Component):
             self.i.ready.eq(in_active & records.w_rdy & l1s.w_rdy),
             rec_w.l2.eq(nz),
             rec_w.exp.eq(blk.exp),
-            rec_w.mant.eq(Cat(slots)),
+            # 16 lanes: compacted here; fewer: as they are, compacted on the output side
+            rec_w.mant.eq(Cat(_compact(m, mants, nz, "in")) if L == BLOCK else blk.mant),
             l1_new.eq(l1_acc | ((nz != 0) << sb_pos)),
         ]
         with m.If(self.i.valid & self.i.ready):
@@ -188,8 +196,8 @@ class HBMEncoder(wiring.Component):
                 m.d.sync += in_active.eq(0)
 
         # ---- packer state and output register
-        buf = Signal(8 * BUFFER_BYTES)
-        cnt = Signal(range(BUFFER_BYTES + 1))
+        buf = Signal(8 * buffer_bytes)
+        cnt = Signal(range(buffer_bytes + 1))
         ending = Signal()  # the tensor's final chunk is in the buffer, its last beat not out
         o_free = ~self.o.valid | self.o.ready
         emit = Signal()
@@ -212,36 +220,58 @@ class HBMEncoder(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
 
         # ---- output side: pick this cycle's chunk
-        in_sb = Signal()  # inside a superblock: records still to send
-        remaining = Signal(range(SUPERBLOCK))
+        in_sb = Signal()  # inside a superblock: records (or groups of one) still to send
+        remaining = Signal(range(SUPERBLOCK + 1))
         sb_last = Signal()
-        base = Signal(range(BUFFER_BYTES + 1))
-        chunk = Signal(8 * _CHUNK_MAX)
-        chunk_n = Signal(range(_CHUNK_MAX + 1))
+        base = Signal(range(buffer_bytes + 1))
+        chunk = Signal(8 * chunk_max)
+        chunk_n = Signal(range(chunk_max + 1))
         take = Signal()
         final = Signal()  # this chunk ends the tensor
-        k_rec = Signal(range(BLOCK + 1))
-        rec_bytes = Cat(rec_r.l2, rec_r.exp, rec_r.mant)
         l1_k = Signal(range(SUPERBLOCK + 1))
         m.d.comb += [
             base.eq(cnt - emit_n),
-            k_rec.eq(popcount(rec_r.l2)),
             l1_k.eq(popcount(l1_r.l1)),
         ]
-        fits = base + chunk_n <= BUFFER_BYTES
+        fits = base + chunk_n <= buffer_bytes
+        if L == BLOCK:
+            # one chunk a cycle: an L1 mask and its superblock's first record, or a record
+            k_rec = Signal(range(BLOCK + 1))
+            rec_bytes = Cat(rec_r.l2, rec_r.exp, rec_r.mant)
+            m.d.comb += k_rec.eq(popcount(rec_r.l2))
+            rec_chunk = [rec_bytes, 3 + k_rec]
+            l1_chunk = [Cat(l1_r.l1, rec_bytes), 5 + k_rec]
+            rec_end = Const(1)
+        else:
+            # a record in P chunks: group j of its mantissas compacted, behind the header
+            # (L2, E, and the L1 mask before a superblock's first record) in group 0
+            grp = Signal(range(P))
+            g_mask = rec_r.l2.word_select(grp, L)
+            g_vals = rec_r.mant.word_select(grp, 8 * L)
+            g_bytes = Cat(_compact(m, [g_vals[8 * k:8 * k + 8] for k in range(L)],
+                                   g_mask, "out"))
+            g_n = Signal(range(L + 1))
+            m.d.comb += g_n.eq(popcount(g_mask))
+            rec_chunk = [Mux(grp == 0, Cat(rec_r.l2, rec_r.exp, g_bytes), g_bytes),
+                         Mux(grp == 0, 3, 0) + g_n]
+            l1_chunk = [Cat(l1_r.l1, rec_r.l2, rec_r.exp, g_bytes), 5 + g_n]
+            rec_end = grp == P - 1
         with m.If(~ending):
             with m.If(in_sb):
                 m.d.comb += [
-                    chunk.eq(rec_bytes),
-                    chunk_n.eq(3 + k_rec),
+                    chunk.eq(rec_chunk[0]),
+                    chunk_n.eq(rec_chunk[1]),
                     take.eq(records.r_rdy & fits),
-                    records.r_en.eq(take),
-                    final.eq(sb_last & (remaining == 1)),
+                    records.r_en.eq(take & rec_end),
+                    final.eq(sb_last & (remaining == 1) & rec_end),
                 ]
                 with m.If(take):
-                    m.d.sync += remaining.eq(remaining - 1)
-                    with m.If(remaining == 1):
-                        m.d.sync += in_sb.eq(0)
+                    if L != BLOCK:
+                        m.d.sync += grp.eq(Mux(rec_end, 0, grp + 1))
+                    with m.If(rec_end):
+                        m.d.sync += remaining.eq(remaining - 1)
+                        with m.If(remaining == 1):
+                            m.d.sync += in_sb.eq(0)
             with m.Elif(l1s.r_rdy):
                 with m.If(l1_r.empty):
                     m.d.comb += [
@@ -259,19 +289,32 @@ class HBMEncoder(wiring.Component):
                     ]
                 with m.Else():
                     m.d.comb += [
-                        chunk.eq(Cat(l1_r.l1, rec_bytes)),
-                        chunk_n.eq(5 + k_rec),
+                        chunk.eq(l1_chunk[0]),
+                        chunk_n.eq(l1_chunk[1]),
                         take.eq(records.r_rdy & fits),
                         l1s.r_en.eq(take),
-                        records.r_en.eq(take),
-                        final.eq(l1_r.last & (l1_k == 1)),
                     ]
-                    with m.If(take & (l1_k != 1)):
-                        m.d.sync += [
-                            in_sb.eq(1),
-                            remaining.eq(l1_k - 1),
-                            sb_last.eq(l1_r.last),
+                    if L == BLOCK:
+                        # the superblock's first record is sent whole with its L1 mask
+                        m.d.comb += [
+                            records.r_en.eq(take),
+                            final.eq(l1_r.last & (l1_k == 1)),
                         ]
+                        with m.If(take & (l1_k != 1)):
+                            m.d.sync += [
+                                in_sb.eq(1),
+                                remaining.eq(l1_k - 1),
+                                sb_last.eq(l1_r.last),
+                            ]
+                    else:
+                        # group 0 of the first record: its other groups follow from in_sb
+                        with m.If(take):
+                            m.d.sync += [
+                                in_sb.eq(1),
+                                grp.eq(1),
+                                remaining.eq(l1_k),
+                                sb_last.eq(l1_r.last),
+                            ]
 
         # ---- packer update
         kept = Mux(emit, buf >> (8 * nb), buf)
@@ -300,3 +343,40 @@ class HBMEncoder(wiring.Component):
         m.d.comb += self.busy.eq(tensors_in != 0)
 
         return m
+
+
+def _compact(m, vals, nz, name):
+    """The nonzero values of ``vals`` (8-bit, zero where ``nz`` is 0) moved to the front, in
+    order, zeros behind: a list of 8-bit signals.
+
+    A network of log2(n) stages: value ``k`` moves down by the number of zeros before it, the
+    stage of bit ``b`` moving it by ``2**b`` if that bit is set (low bits first). Two nonzero
+    values never meet in a slot (their distance never drops below 1), and zero values stay where
+    they are with data 0 and no move, so a slot is the OR of what stays and what arrives.
+    """
+    n = len(vals)
+    gaps = prefix_counts([~nz[k] for k in range(n)])
+    amt_w = max(1, (n - 1).bit_length())
+    cur = []
+    for k in range(n):
+        amt = Signal(amt_w, name=f"{name}_amt{k}")
+        m.d.comb += amt.eq(Mux(nz[k], gaps[k], 0))
+        cur.append((vals[k], amt))
+    for b in range(amt_w if n > 1 else 0):
+        s = 1 << b
+        nxt = []
+        for j in range(n):
+            stay_d, stay_a = cur[j]
+            keep = ~stay_a[b]
+            d = Mux(keep, stay_d, 0)
+            a = Mux(keep, stay_a, 0)
+            if j + s < n:
+                in_d, in_a = cur[j + s]
+                d = d | Mux(in_a[b], in_d, 0)
+                a = a | Mux(in_a[b], in_a, 0)
+            sd = Signal(8, name=f"{name}_s{b}_d{j}")
+            sa = Signal(amt_w, name=f"{name}_s{b}_a{j}")
+            m.d.comb += [sd.eq(d), sa.eq(a)]
+            nxt.append((sd, sa))
+        cur = nxt
+    return [d for d, _ in cur]

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """HBM v1 encoder against ``golden.hbm.encode``: Amaranth simulator and Verilator."""
 
 import pytest
@@ -32,12 +33,31 @@ def test_bus_width_property(width):
     Fragment.get(dut, None)  # elaborates (an unused elaboratable is a warning)
 
 
-def run_encoder(tensors, bus_width, in_pacer=None, out_pacer=None):
+@pytest.mark.parametrize("lanes", [0, 3, 5, 32, 4.0, "4", True, None])
+def test_lanes_is_validated(lanes):
+    with pytest.raises(ValueError, match=rf"^Lanes must be one of 16, 8, 4, 2, 1, not {lanes!r}$"):
+        HBMEncoder(64, lanes=lanes)
+
+
+def test_lanes_is_keyword_only():
+    with pytest.raises(TypeError):
+        HBMEncoder(64, 4)
+
+
+@pytest.mark.parametrize("lanes", [16, 8, 4, 2, 1])
+def test_lanes_property(lanes):
+    dut = HBMEncoder(32, lanes=lanes)
+    assert dut.lanes == lanes
+    assert HBMEncoder().lanes == 16
+    Fragment.get(dut, None)
+
+
+def run_encoder(tensors, bus_width, in_pacer=None, out_pacer=None, lanes=16):
     """Encode ``tensors`` (list of ``(E, m)``) in one simulation.
 
     Returns ``(streams, cycles)``: one bytes object per tensor and the output beat cycles.
     """
-    dut = HBMEncoder(bus_width)
+    dut = HBMEncoder(bus_width, lanes=lanes)
     cmds = [len(e) for e, _ in tensors]
     blocks = [pack_bfp_block(e, m) for t in tensors for e, m in zip(*t, strict=True)]
     result = {}
@@ -75,19 +95,22 @@ def edge_tensors(rng):
     return out
 
 
+@pytest.mark.parametrize("lanes", [16, 4, 1])
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_edge_tensors_byte_exact(rng, bus_width):
+def test_edge_tensors_byte_exact(rng, bus_width, lanes):
     tensors = edge_tensors(rng)
-    got, _ = run_encoder(tensors, bus_width)
+    got, _ = run_encoder(tensors, bus_width, lanes=lanes)
     for n, (e, m) in enumerate(tensors):
         assert got[n] == golden.hbm.encode(e, m), f"tensor {n} ({len(e)} blocks)"
 
 
+@pytest.mark.parametrize("lanes", [16, 4, 1])
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_random_with_flow_control(rng, bus_width):
+def test_random_with_flow_control(rng, bus_width, lanes):
     tensors = [bfp_tensor(rng, int(rng.integers(1, 80)), s, clustered=c)
                for s in (0.0, 0.5, 0.95, 0.99) for c in (False, True)]
-    got, _ = run_encoder(tensors, bus_width, Pacer(rng, 0.3), Pacer(rng, 0.4, burst=True))
+    got, _ = run_encoder(tensors, bus_width, Pacer(rng, 0.3), Pacer(rng, 0.4, burst=True),
+                         lanes=lanes)
     for n, (e, m) in enumerate(tensors):
         assert got[n] == golden.hbm.encode(e, m), f"tensor {n} ({len(e)} blocks)"
 
