@@ -66,7 +66,7 @@ from golden.bfp import BFPTensor, quantize, quantize_exact
 from golden.jobs import STATS_BYTES, limits
 from hdl.descriptor import DESC_BYTES, Flag, Op, Phase
 
-from .driver import StepResult
+from .driver import StepResult, step_writes
 from .image import (
     Allocator,
     Job,
@@ -651,14 +651,7 @@ async def cnn_train_step(acc, step: CNNStep, weights, x, labels,
     weight_decay)`` for this step's update, and ``grads`` is ``None`` (dW never leaves the
     chip)."""
     T = step.tensors
-    if step.update:
-        if weights is not None:
-            raise ValueError("With the on-chip update the weights are on the chip: pass None "
-                             "(load them once with step.state_writes)")
-        writes = []
-    else:
-        writes = step.weight_writes(weights)
-    await acc.load(writes + step.input_writes(x) + step.descriptor_writes(thresholds, hyper))
+    await acc.load(step_writes(step, weights, x, thresholds, hyper))
     zs, args = [], []
     for i in range(len(step.convs)):
         await acc.run(step.jobs[f"fp{i}"])

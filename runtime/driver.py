@@ -152,6 +152,20 @@ class StepResult:
     logits: np.ndarray
 
 
+def step_writes(step, weights, x, thresholds, hyper) -> list:
+    """The ``(addr, bytes)`` writes that start a training step of ``step`` (an
+    :class:`runtime.image.MLPStep` or :class:`runtime.cnn.CNNStep`): the weights (without
+    ``step.update``; with it ``weights`` must be ``None``), the input and the descriptors."""
+    if step.update:
+        if weights is not None:
+            raise ValueError("With the on-chip update the weights are on the chip: pass None "
+                             "(load them once with step.state_writes)")
+        writes = []
+    else:
+        writes = step.weight_writes(weights)
+    return writes + step.input_writes(x) + step.descriptor_writes(thresholds, hyper)
+
+
 async def train_step(acc: Accelerator, step, weights, x, labels, thresholds=None,
                      hyper=None) -> StepResult:
     """One training step of ``step`` (an :class:`runtime.image.MLPStep`) on ``acc``.
@@ -165,14 +179,7 @@ async def train_step(acc: Accelerator, step, weights, x, labels, thresholds=None
     ``step.state_writes``): ``weights`` must be ``None``, ``hyper`` gives ``(lr, momentum,
     weight_decay)`` for this step's update, and ``grads`` is ``None`` (dW never leaves the chip).
     """
-    if step.update:
-        if weights is not None:
-            raise ValueError("With the on-chip update the weights are on the chip: pass None "
-                             "(load them once with step.state_writes)")
-        writes = []
-    else:
-        writes = step.weight_writes(weights)
-    await acc.load(writes + step.input_writes(x) + step.descriptor_writes(thresholds, hyper))
+    await acc.load(step_writes(step, weights, x, thresholds, hyper))
     await acc.run(step.jobs["fp"])
     logits = (await acc.read_tensor(step.tensors["logits"])).value()
     loss, g, correct = nn.softmax_cross_entropy(logits, labels)
