@@ -12,7 +12,8 @@ encoder accepts exactly that many blocks on ``i`` for it.
 Structure:
 
 * **input side** (one block per cycle): the L2 mask and the *record* of a nonzero block
-  (``L2, E`` and its nonzero mantissas compacted to the front, zeros behind) go into a 64-deep
+  (``L2, E`` and its nonzero mantissas compacted to the front, zeros behind, by a log-depth
+  compaction network; with ``lanes < 16`` the mantissas as they are) go into a 64-deep
   record queue; all-zero blocks only set a bit of the L1 mask. When a superblock is complete
   (16 blocks, or the tensor's last block) its L1 mask goes into a 16-deep L1 queue. The L1
   mask is known only at the end of a superblock, so at least a superblock of records waits
@@ -32,10 +33,22 @@ Input blocks must be canonical BFP8 (what the converter and the filter produce):
 block has ``E = 0``, no mantissa is -128. The encoder does not check this; ``E`` of a nonzero
 block is copied as it is.
 
-Latency: the first beat of a superblock is valid on ``o`` 4 cycles after its last block was
-accepted (2 cycles through the queues, 1 into the buffer, 1 into the output register). A
-tensor's first block is accepted the cycle after its ``cmd`` word, so consecutive tensors are
-separated by one idle input cycle.
+**Fewer lanes** (``lanes`` = 8, 4, 2 or 1, ``P = 16 / lanes``): the input side is the same
+(one block per cycle into the queues), but the output side sends a record in ``P`` chunks:
+chunk ``j`` is group ``j`` of its mantissas (``lanes`` of them) compacted, behind the header
+(``L2, E``, with the L1 mask in front for a superblock's first record) in chunk 0, so a chunk
+is at most ``5 + lanes`` bytes and the packer buffer ``bus_width / 8 + 4 + lanes`` bytes. A
+superblock with ``k`` nonzero blocks takes ``max(1, k * P)`` output cycles: the encoder
+sustains one nonzero block every ``P`` cycles (all-zero blocks cost no time), or the bus
+rate if that is lower; the record queue absorbs bursts, and ``i.ready`` drops only when it is
+full. A superblock's first beat is valid 4 cycles after its last block was accepted if its
+first chunk fills a beat, later otherwise (a tensor of one dense block: its last beat ``P + 3``
+cycles after the block).
+
+Latency (``lanes = 16``): the first beat of a superblock is valid on ``o`` 4 cycles after its
+last block was accepted (2 cycles through the queues, 1 into the buffer, 1 into the output
+register). A tensor's first block is accepted the cycle after its ``cmd`` word, so
+consecutive tensors are separated by one idle input cycle.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
@@ -82,6 +95,9 @@ class HBMEncoder(wiring.Component):
     ----------
     bus_width : int
         Width of the output bus in bits: 32 or 64.
+    lanes : int
+        Mantissas the output side handles per cycle: 16 (the default, one record a cycle), or
+        8, 4, 2, 1 for a smaller encoder that sends a record in ``16 / lanes`` cycles.
 
     Attributes
     ----------
@@ -98,7 +114,7 @@ class HBMEncoder(wiring.Component):
     Raises
     ------
     ValueError
-        If ``bus_width`` is not 32 or 64.
+        If ``bus_width`` is not 32 or 64, or ``lanes`` not one of :data:`LANES`.
     """
 
     def __init__(self, bus_width: int = 64, *, lanes: int = BLOCK):

@@ -143,12 +143,54 @@ def test_dense_tensor_bus_bound(rng):
     assert cycles[-1] - cycles[0] == beats - 1
 
 
+@pytest.mark.parametrize("lanes", [8, 4, 2, 1])
+@pytest.mark.parametrize("bus_width", [32, 64])
+def test_narrow_dense_one_record_per_period(rng, bus_width, lanes):
+    # With fewer lanes a record takes 16 / lanes output cycles: a dense tensor (19-byte
+    # records) keeps the bus busy when that is more than the bus can carry, else it takes
+    # 16 / lanes cycles a block.
+    n, period = 48, 16 // lanes
+    e, m = bfp_tensor(rng, n, 0.0)
+    got, cycles = run_encoder([(e, m)], bus_width, lanes=lanes)
+    stream = golden.hbm.encode(e, m)
+    assert got[0] == stream
+    beats = -(-len(stream) // (bus_width // 8))
+    assert cycles[-1] <= max(beats, n * period) + 16 + 8
+
+
+@pytest.mark.parametrize("lanes", [8, 2])
+def test_random_other_lanes(rng, lanes):
+    tensors = [bfp_tensor(rng, int(rng.integers(1, 60)), s, clustered=c)
+               for s in (0.0, 0.9, 0.99) for c in (False, True)]
+    got, _ = run_encoder(tensors, 64, Pacer(rng, 0.3), Pacer(rng, 0.4, burst=True),
+                         lanes=lanes)
+    for n, (e, m) in enumerate(tensors):
+        assert got[n] == golden.hbm.encode(e, m), f"tensor {n} ({len(e)} blocks)"
+
+
+@pytest.mark.parametrize("lanes", [4, 1])
+def test_narrow_latency(rng, lanes):
+    # A 1-block tensor: its L1 mask, header and group 0 go in one chunk, one more chunk per
+    # further group; the single (partial) beat leaves 3 cycles after the record's last chunk.
+    e, m = bfp_tensor(rng, 1, 0.0)
+    got, cycles = run_encoder([(e, m)], 64, lanes=lanes)
+    assert got[0] == golden.hbm.encode(e, m)
+    assert cycles[-1] == 1 + 2 + 16 // lanes + 1
+
+
 @pytest.mark.cocotb
 @pytest.mark.parametrize("bus_width", [32, 64])
 def test_verilator(seed, bus_width):
     run_cocotb(HBMEncoder(bus_width), name=f"hbm_encoder_{bus_width}",
                test_module="verif.cocotb.hbm_encoder_tb", test_id=f"hbm_encoder_{bus_width}",
                seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 3000})
+
+
+@pytest.mark.cocotb
+def test_verilator_lanes4(seed):
+    run_cocotb(HBMEncoder(64, lanes=4), name="hbm_encoder_64_l4",
+               test_module="verif.cocotb.hbm_encoder_tb", test_id="hbm_encoder_64_l4",
+               seed=seed, extra_env={"BUS_WIDTH": 64, "BLOCKS": 1500})
 
 
 @pytest.mark.cocotb
