@@ -61,6 +61,21 @@ reader on ``error`` too).
 Latency: a beat accepted on ``i`` in cycle ``n`` can be read from the queue in cycle ``n + 2``
 and is in the byte buffer in cycle ``n + 3``; a block whose bytes are in the buffer is on ``o``
 the next cycle. Beats of the next tensor may enter the queue before its ``cmd``.
+
+Area option ``lanes`` (keyword-only; 16, 8, 4, 2 or 1 mantissas expanded per cycle; default
+16, everything above). With fewer lanes a nonzero block takes ``P = 16 / lanes`` cycles
+(steps): step 0 takes its header (the L1 mask at a superblock's start, the L2 mask, the
+exponent) and the nonzero mantissas of elements ``0 .. lanes - 1``, step ``s`` those of elements
+``lanes * s ..``, each expanded straight into the output register; step 0 waits for ``o`` to be
+free (empty or being read), and the block is valid on ``o`` the cycle after its last step. An
+all-zero block still takes one cycle. A bad mantissa is remembered and reported after the
+block's last step, so the verdicts (and the blocks emitted before an error) are those above. The
+intake is then 8 bytes a cycle with 4 lanes or fewer (one beat on a 64-bit bus, two queues on a
+32-bit bus) into a buffer of ``5 + lanes + 8`` bytes (16 bytes into ``5 + lanes + 16`` with 8
+lanes), and it takes a beat when the bytes left after this cycle's step leave room for it. So a
+nonzero block whose bytes are there is on ``o`` ``P`` cycles after the previous one: one block
+every ``P`` cycles (21 bytes at most, which the intake keeps up with). A one-beat nonzero
+block accepted on ``i`` in cycle ``n`` is on ``o`` in cycle ``n + 3 + P``.
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
@@ -70,7 +85,6 @@ from amaranth.lib.wiring import In, Out
 
 from .bfp_layouts import (
     BFP_BLOCK,
-    BLOCK,
     bus_beat,
     check_bus_width,
     popcount,
@@ -85,8 +99,11 @@ MAX_PADDING = 7  #: zero bytes accepted after the last block (``golden.hbm.MAX_P
 N_BLOCKS_W = 32  #: width of the per-tensor block count on ``cmd``
 #: ``cmd`` payload: the tensor's block count (low bits) and the budget flag (bit 32)
 DECODER_CMD = data.StructLayout({"blocks": unsigned(N_BLOCKS_W), "budget": unsigned(1)})
-INTAKE = 16  #: bytes the byte buffer can take from the input queue per cycle
-CAPACITY = 40  #: byte buffer size: a whole block (21 bytes) and a full intake fit in it
+LANES = (16, 8, 4, 2, 1)  #: allowed ``lanes`` (mantissas expanded per cycle)
+HEADER = 5  #: bytes before a block's mantissas at most: L1 mask, L2 mask, exponent
+INTAKE = 16  #: bytes the byte buffer can take from the input queue per cycle (lanes >= 8)
+NARROW_INTAKE = 8  #: the same with 4 lanes or fewer
+CAPACITY = 40  #: byte buffer size with 16 lanes: a whole block (21 bytes) and a full intake
 
 
 def decoder_cmd_layout() -> data.StructLayout:
@@ -122,8 +139,12 @@ class HBMDecoder(wiring.Component):
     fifo_depth : int
         Beats the input queue holds, an even number >= 2 (default 256: enough to bank the
         bytes that arrive during long runs of empty blocks on a 32-bit bus). The queue is
-        ``16 / (bus_width / 8)`` queues of ``fifo_depth`` divided by that, rounded up; a count
-        of the beats held keeps the total at ``fifo_depth``.
+        ``16 / (bus_width / 8)`` queues (``8 / (bus_width / 8)`` with 4 lanes or fewer) of
+        ``fifo_depth`` divided by that, rounded up; a count of the beats held keeps the total
+        at ``fifo_depth``.
+    lanes : int
+        Keyword-only: mantissas expanded per cycle, 16 (default: one block per cycle), 8, 4,
+        2 or 1 (a nonzero block every ``16 / lanes`` cycles, less area; module docstring).
 
     Attributes
     ----------
@@ -148,10 +169,11 @@ class HBMDecoder(wiring.Component):
     Raises
     ------
     ValueError
-        If ``bus_width`` is not 32 or 64, or ``fifo_depth`` is not an even integer >= 2.
+        If ``bus_width`` is not 32 or 64, ``fifo_depth`` is not an even integer >= 2, or
+        ``lanes`` is not one of 16, 8, 4, 2, 1.
     """
 
-    def __init__(self, bus_width: int = 64, fifo_depth: int = 256):
+    def __init__(self, bus_width: int = 64, fifo_depth: int = 256, *, lanes: int = 16):
         try:
             self._bus_width = check_bus_width(bus_width)
         except ValueError as exc:
@@ -160,7 +182,11 @@ class HBMDecoder(wiring.Component):
                 or fifo_depth < 2 or fifo_depth % 2:
             reject(self, ValueError(
                 f"FIFO depth must be an even integer >= 2, not {fifo_depth!r}"))
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in LANES:
+            reject(self, ValueError(
+                f"Lanes must be one of {', '.join(map(str, LANES))}, not {lanes!r}"))
         self._fifo_depth = fifo_depth
+        self._lanes = lanes
         super().__init__({
             "cmd": In(stream.Signature(DECODER_CMD)),
             "i": In(stream.Signature(bus_beat(bus_width))),
@@ -179,20 +205,33 @@ class HBMDecoder(wiring.Component):
     def fifo_depth(self) -> int:
         return self._fifo_depth
 
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
     def elaborate(self, platform):
         m = Module()
         nb = self._bus_width // 8
-        lanes = INTAKE // nb  # beats the byte buffer can take per cycle
-        cap = CAPACITY  # byte buffer size (see the module docstring)
+        g_w = self._lanes  # mantissas expanded per cycle
+        steps = SUPERBLOCK // g_w  # cycles a nonzero block takes
+        window = HEADER + g_w  # bytes a cycle's step may need at most
+        intake = INTAKE if g_w >= 8 else NARROW_INTAKE
+        n_q = max(1, intake // nb)  # beats the byte buffer can take per cycle
+        cap = CAPACITY if g_w == SUPERBLOCK else window + intake  # byte buffer size
 
         buf = Signal(8 * cap)
         cnt = Signal(range(cap + 1))
         seen_last = Signal()  # the beat with last is in the buffer: no more bytes come
-        consumed = Signal(range(cap + 1))
+        consumed = Signal(range(window + 1))
+        flush = Signal()  # drop the whole buffer (after the last block, after an error)
         running = Signal()  # a tensor's beats are being taken
+        base = Signal(range(cap + 1))  # bytes kept in the buffer this cycle (before intake)
+        # With 16 lanes the intake looks at the buffer's fill before this cycle's bytes leave
+        # (a shorter path); with fewer, after (the narrow buffer stays full enough).
+        fill = cnt if g_w == SUPERBLOCK else base
 
-        # ---- input: each beat's kept bytes are compacted on the way in; `lanes` beat queues
-        # written in turn, so that up to `lanes` consecutive beats (the heads of all queues)
+        # ---- input: each beat's kept bytes are compacted on the way in; `n_q` beat queues
+        # written in turn, so that up to `n_q` consecutive beats (the heads of all queues)
         # can enter the byte buffer in one cycle
         layout = data.StructLayout({
             "bytes": unsigned(8 * nb),  # the kept bytes, from byte 0
@@ -215,14 +254,14 @@ class HBMDecoder(wiring.Component):
             entry.last.eq(self.i.payload.last),
         ]
         queues = []
-        for q in range(lanes):
-            fifo = SyncFIFOBuffered(width=layout.size, depth=-(-self._fifo_depth // lanes))
+        for q in range(n_q):
+            fifo = SyncFIFOBuffered(width=layout.size, depth=-(-self._fifo_depth // n_q))
             m.submodules[f"queue{q}"] = fifo
             queues.append(fifo)
-        wsel = Signal(range(lanes))  # queue the next beat goes to
-        rsel = Signal(range(lanes))  # queue holding the oldest beat
+        wsel = Signal(range(n_q))  # queue the next beat goes to
+        rsel = Signal(range(n_q))  # queue holding the oldest beat
         room = Const(1)
-        if self._fifo_depth % lanes:
+        if self._fifo_depth % n_q:
             # the queues hold more than fifo_depth beats together: count the beats held
             level = Signal(range(self._fifo_depth + 1))
             room = level < self._fifo_depth
@@ -237,8 +276,8 @@ class HBMDecoder(wiring.Component):
             m.d.sync += wsel.eq(wsel + 1)
 
         # the queues' heads rotated so that lane k holds the k-th oldest beat
-        heads = Signal(lanes * layout.size)
-        heads_valid = Signal(lanes)
+        heads = Signal(n_q * layout.size)
+        heads_valid = Signal(n_q)
         m.d.comb += [
             heads.eq(Cat(*(q.r_data for q in queues), *(q.r_data for q in queues))
                      >> (rsel * layout.size)),
@@ -246,20 +285,20 @@ class HBMDecoder(wiring.Component):
                            >> rsel),
         ]
         take, lasts = [], []
-        in_bytes = Const(0, 8 * INTAKE)  # the bytes of the beats taken, in order
-        in_n = Const(0, range(INTAKE + 1))  # how many
-        for k in range(lanes):  # lane k: the k-th oldest beat
+        in_bytes = Const(0, 8 * intake)  # the bytes of the beats taken, in order
+        in_n = Const(0, range(intake + 1))  # how many
+        for k in range(n_q):  # lane k: the k-th oldest beat
             valid = heads_valid[k]
             beat = Signal(layout, name=f"lane{k}_beat")
             t = Signal(name=f"lane{k}_take")
             m.d.comb += beat.eq(heads[k * layout.size:(k + 1) * layout.size])
             if k == 0:
-                m.d.comb += t.eq(valid & running & ~seen_last & (cnt <= cap - nb))
+                m.d.comb += t.eq(valid & running & ~seen_last & (fill <= cap - nb))
             else:
                 m.d.comb += t.eq(take[k - 1] & ~lasts[k - 1] & valid
-                                 & (cnt <= cap - (k + 1) * nb))
-            acc_bytes = Signal(8 * INTAKE, name=f"lane{k}_acc_bytes")
-            acc_n = Signal(range(INTAKE + 1), name=f"lane{k}_acc_n")
+                                 & (fill <= cap - (k + 1) * nb))
+            acc_bytes = Signal(8 * intake, name=f"lane{k}_acc_bytes")
+            acc_n = Signal(range(intake + 1), name=f"lane{k}_acc_n")
             m.d.comb += [
                 acc_bytes.eq(in_bytes | (Mux(t, beat.bytes, 0) << (in_n * 8))),
                 acc_n.eq(in_n + Mux(t, beat.count, 0)),
@@ -269,29 +308,29 @@ class HBMDecoder(wiring.Component):
                 m.d.sync += seen_last.eq(1)
             take.append(t)
             lasts.append(beat.last)
-        n_taken = Signal(range(lanes + 1))
+        n_taken = Signal(range(n_q + 1))
         m.d.comb += n_taken.eq(popcount(take))
         # beats with last in the queue (at most one leaves per cycle: the intake stops at last)
         lasts_held = Signal(range(self._fifo_depth + 2))
         last_taken = Signal()
         m.d.comb += last_taken.eq(Cat(t & lst for t, lst in zip(take, lasts, strict=True)).any())
         m.d.sync += lasts_held.eq(lasts_held + (accepted & self.i.payload.last) - last_taken)
-        take_q = Signal(lanes)  # take rotated back: by queue
-        m.d.comb += take_q.eq(Cat(*take, *take) >> (lanes - rsel).as_unsigned())
+        take_q = Signal(n_q)  # take rotated back: by queue
+        m.d.comb += take_q.eq(Cat(*take, *take) >> (n_q - rsel).as_unsigned())
         for q, fifo in enumerate(queues):
             m.d.comb += fifo.r_en.eq(take_q[q])
         m.d.sync += rsel.eq(rsel + n_taken)
-        if self._fifo_depth % lanes:
+        if self._fifo_depth % n_q:
             m.d.sync += level.eq(level + accepted - n_taken)
 
-        base = Signal(range(cap + 1))
-        m.d.comb += base.eq(cnt - consumed)
+        m.d.comb += base.eq(Mux(flush, 0, cnt - consumed))
         m.d.sync += [
-            buf.eq((buf >> (consumed * 8)) | (in_bytes << (base * 8))),
+            buf.eq(Mux(flush, 0, buf >> (consumed * 8)) | (in_bytes << (base * 8))),
             cnt.eq(base + in_n),
         ]
 
-        # ---- decode the front of the buffer
+        # ---- decode the front of the buffer: a nonzero block takes `steps` cycles, the first
+        # with its header; each step expands `g_w` mantissas into the output register
         def byte(k):
             return buf[8 * k:8 * k + 8]
 
@@ -302,34 +341,59 @@ class HBMDecoder(wiring.Component):
         left = Signal(N_BLOCKS_W)  # blocks still to decode
         l1 = Signal(SUPERBLOCK)
         present = Signal(range(SUPERBLOCK + 1))
-        win = Signal(8 * (3 + BLOCK))  # the record of the next nonzero block
+        step = Signal(range(steps))  # step of the block in progress
+        first = Signal()  # step 0: the header is at the front of the buffer
+        last_step = Signal()
         m.d.comb += [
             l1.eq(Mux(sb_start, Cat(byte(0), byte(1)), l1_reg)),
             present.eq(Mux(left >= SUPERBLOCK, SUPERBLOCK, left)),
-            win.eq(Mux(sb_start, buf[16:16 + len(win)], buf[:len(win)])),
+            first.eq(step == 0),
+            last_step.eq(step == steps - 1),
         ]
         off = Mux(sb_start, 2, 0)
-        l2 = win[:16]
-        exp = win[16:24]
-        mbytes = Array(win[24 + 8 * k:32 + 8 * k] for k in range(BLOCK))
-        k_nz = Signal(range(BLOCK + 1))
-        m.d.comb += k_nz.eq(popcount(l2))
-        l2_before = prefix_counts(l2)
-        mant = [Signal(8, name=f"mant{i}") for i in range(BLOCK)]
-        bad_zero, bad_m128 = [], []
-        for i in range(BLOCK):
-            m.d.comb += mant[i].eq(Mux(l2[i], mbytes[l2_before[i]], 0))
-            bad_zero.append(l2[i] & (mant[i] == 0))
-            bad_m128.append(l2[i] & (mant[i] == 0x80))
-        any_bad = Cat(bad_zero).any() | Cat(bad_m128).any()
+        l2 = Signal(16)
+        exp = Signal(8)
+        m.d.comb += [
+            l2.eq(Mux(sb_start, buf[16:32], buf[:16])),
+            exp.eq(Mux(sb_start, buf[32:40], buf[16:24])),
+        ]
+        # this step's L2 bits and compacted mantissa bytes
+        l2_rest = Signal(max(1, SUPERBLOCK - g_w))  # the L2 bits of the later steps
+        grp = Signal(g_w)
+        mwin = Signal(8 * g_w)
+        head_win = Mux(sb_start, buf[8 * HEADER:8 * (HEADER + g_w)],
+                       buf[8 * (HEADER - 2):8 * (HEADER - 2 + g_w)])
+        if steps == 1:
+            m.d.comb += [grp.eq(l2), mwin.eq(head_win)]
+        else:
+            m.d.comb += [
+                grp.eq(Mux(first, l2[:g_w], l2_rest[:g_w])),
+                mwin.eq(Mux(first, head_win, buf[:8 * g_w])),
+            ]
+        k_nz = Signal(range(g_w + 1))
+        m.d.comb += k_nz.eq(popcount(grp))
+        grp_before = prefix_counts(grp)
+        mbytes = [mwin[8 * k:8 * k + 8] for k in range(g_w)]
+        mant = [Signal(8, name=f"mant{i}") for i in range(g_w)]
+        for i in range(g_w):
+            m.d.comb += mant[i].eq(Mux(grp[i], Array(mbytes[:i + 1])[grp_before[i]], 0))
+        # bad mantissas, checked on the compacted bytes: the lowest bad one decides
         first_bad = Signal(DecodeError)
-        for i in reversed(range(BLOCK)):  # last assignment wins: the lowest bad mantissa
-            with m.If(bad_zero[i]):
+        for k in reversed(range(g_w)):  # last assignment wins: the lowest bad mantissa
+            with m.If((k_nz > k) & (mbytes[k] == 0)):
                 m.d.comb += first_bad.eq(DecodeError.ZERO_MANTISSA)
-            with m.If(bad_m128[i]):
+            with m.If((k_nz > k) & (mbytes[k] == 0x80)):
                 m.d.comb += first_bad.eq(DecodeError.MANTISSA_M128)
+        bad_reg = Signal(DecodeError)  # the first bad mantissa of the earlier steps
+        bad_code = Signal(DecodeError)
+        if steps == 1:
+            m.d.comb += bad_code.eq(first_bad)
+        else:
+            m.d.comb += bad_code.eq(Mux(bad_reg != DecodeError.NONE, bad_reg, first_bad))
 
         o_free = ~self.o.valid | self.o.ready
+        ok = Signal()  # the step's bytes are there and its header is good
+        adv = Signal()  # the step is done this cycle
         emit = Signal()
         emit_zero = Signal()
         fail = Signal()
@@ -357,6 +421,7 @@ class HBMDecoder(wiring.Component):
                         left.eq(self.cmd.payload.blocks),
                         budget.eq(self.cmd.payload.budget),
                         j.eq(0),
+                        step.eq(0),
                         sb_start.eq(1),
                         seen_last.eq(0),
                         code.eq(DecodeError.NONE),
@@ -372,7 +437,12 @@ class HBMDecoder(wiring.Component):
                         m.next = "DECODE"
 
             with m.State("DECODE"):
-                with m.If(sb_start & (cnt < 2)):
+                with m.If(~first):
+                    with m.If(cnt < k_nz):
+                        truncated_if_ended()
+                    with m.Else():
+                        m.d.comb += ok.eq(1)
+                with m.Elif(sb_start & (cnt < 2)):
                     truncated_if_ended()
                 with m.Elif(sb_start & ((l1 >> present) != 0)):
                     fail_with(DecodeError.L1_BEYOND_END)
@@ -392,10 +462,26 @@ class HBMDecoder(wiring.Component):
                     fail_with(DecodeError.ZERO_EXPONENT)
                 with m.Elif(cnt < off + 3 + k_nz):
                     truncated_if_ended()
-                with m.Elif(any_bad):
-                    fail_with(first_bad)
                 with m.Else():
-                    m.d.comb += [emit.eq(o_free), consumed.eq(Mux(o_free, off + 3 + k_nz, 0))]
+                    m.d.comb += ok.eq(1)
+                with m.If(ok & last_step & (bad_code != DecodeError.NONE)):
+                    fail_with(bad_code)
+                with m.Elif(ok):
+                    # the first step writes the output register: it must be free
+                    m.d.comb += [
+                        adv.eq(o_free | ~first),
+                        emit.eq((o_free | ~first) & last_step),
+                        consumed.eq(Mux(o_free | ~first, Mux(first, off + 3, 0) + k_nz, 0)),
+                    ]
+                if steps > 1:
+                    with m.If(adv):
+                        m.d.sync += [
+                            step.eq(Mux(last_step, 0, step + 1)),
+                            l2_rest.eq(Mux(first, l2[g_w:], l2_rest >> g_w)),
+                            bad_reg.eq(Mux(first, first_bad, bad_code)),
+                        ]
+                    with m.If(adv & first):
+                        m.d.sync += [sb_start.eq(0), l1_reg.eq(l1)]
                 with m.If(emit):
                     m.d.sync += [
                         j.eq(j + 1),
@@ -408,12 +494,12 @@ class HBMDecoder(wiring.Component):
                     with m.Elif(left == 1):
                         m.next = "TRAIL"
                 with m.If(fail):
-                    m.d.sync += code.eq(fail_code)
+                    m.d.sync += [code.eq(fail_code), step.eq(0)]
                     m.next = "DRAIN"
 
             with m.State("TRAIL"):
                 # Everything after the last block: count it and look for nonzero bytes.
-                m.d.comb += consumed.eq(cnt)
+                m.d.comb += flush.eq(1)
                 with m.If(trail_n + cnt > MAX_PADDING):
                     m.d.sync += trail_n.eq(MAX_PADDING + 1)
                 with m.Else():
@@ -429,7 +515,7 @@ class HBMDecoder(wiring.Component):
                     m.next = "IDLE"
 
             with m.State("DRAIN"):
-                m.d.comb += consumed.eq(cnt)
+                m.d.comb += flush.eq(1)
                 with m.If(seen_last & (cnt == 0)):
                     m.d.sync += running.eq(0)
                     m.next = "IDLE"
@@ -437,20 +523,27 @@ class HBMDecoder(wiring.Component):
             with m.State("SKIP"):
                 # Budget mode, after the last block: drop everything up to last, unchecked.
                 m.d.comb += [
-                    consumed.eq(cnt),
+                    flush.eq(1),
                     self.tail.eq(~seen_last & (lasts_held == 0)),
                 ]
                 with m.If(seen_last & (cnt == 0)):
                     m.d.sync += running.eq(0)
                     m.next = "IDLE"
 
+        # the output register: written in place, step s writes mantissas g_w*s ..
+        with m.If(emit_zero & emit):
+            m.d.sync += self.o.payload.exp.eq(0)
+            for i in range(SUPERBLOCK):
+                m.d.sync += self.o.payload.mant[i].eq(0)
+        with m.Elif(adv):
+            with m.If(first):
+                m.d.sync += self.o.payload.exp.eq(exp)
+            for s in range(steps):
+                with m.If(step == s):
+                    for i in range(g_w):
+                        m.d.sync += self.o.payload.mant[s * g_w + i].eq(mant[i])
         with m.If(emit):
-            m.d.sync += [
-                self.o.valid.eq(1),
-                self.o.payload.exp.eq(Mux(emit_zero, 0, exp)),
-            ]
-            for i in range(BLOCK):
-                m.d.sync += self.o.payload.mant[i].eq(Mux(emit_zero, 0, mant[i]))
+            m.d.sync += self.o.valid.eq(1)
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """HBM v1 decoder against ``golden.hbm.decode``: Amaranth simulator and Verilator."""
 
 import numpy as np
@@ -37,11 +38,25 @@ def test_fifo_depth_is_validated(depth):
         HBMDecoder(64, depth)
 
 
+@pytest.mark.parametrize("lanes", [0, 3, 5, 32, -4, 4.0, "4", True, None])
+def test_lanes_is_validated(lanes):
+    with pytest.raises(ValueError, match=rf"^Lanes must be one of 16, 8, 4, 2, 1, not "
+                                         rf"{lanes!r}$"):
+        HBMDecoder(64, lanes=lanes)
+
+
+def test_lanes_is_keyword_only():
+    with pytest.raises(TypeError):
+        HBMDecoder(64, 256, 4)
+
+
 @pytest.mark.parametrize("width", [32, 64])
-def test_parameters_are_properties(width):
-    dut = HBMDecoder(width, 6)
-    assert (dut.bus_width, dut.fifo_depth) == (width, 6)
+@pytest.mark.parametrize("lanes", [16, 8, 4, 2, 1])
+def test_parameters_are_properties(width, lanes):
+    dut = HBMDecoder(width, 6, lanes=lanes)
+    assert (dut.bus_width, dut.fifo_depth, dut.lanes) == (width, 6, lanes)
     Fragment.get(dut, None)
+    assert HBMDecoder(width).lanes == 16
 
 
 def test_error_codes_cover_golden_errors():
@@ -52,13 +67,13 @@ def test_error_codes_cover_golden_errors():
 
 
 def run_decoder(cases, bus_width, rng, in_pacer=None, out_pacer=None, scatter=False,
-                fifo_depth=64):
+                fifo_depth=64, lanes=16):
     """Decode ``cases`` (list of ``(data, n_blocks)`` or ``(data, n_blocks, budget)``) one after
     the other in one simulation.
 
     Returns a list of ``(code name, [(E, mantissas), ...])`` per case.
     """
-    dut = HBMDecoder(bus_width, fifo_depth)
+    dut = HBMDecoder(bus_width, fifo_depth, lanes=lanes)
     taken = []
     results = []
 
@@ -128,17 +143,23 @@ def valid_tensors(rng):
     return out
 
 
-@pytest.mark.parametrize("bus_width,fifo_depth", [(32, 64), (64, 64), (64, 2)])
-def test_valid_streams(rng, bus_width, fifo_depth):
+LANES = [16, 4, 1]  #: the decoders every randomized check runs on
+
+
+@pytest.mark.parametrize("bus_width,fifo_depth,lanes", [
+    (32, 64, 16), (64, 64, 16), (64, 2, 16), (32, 64, 4), (64, 2, 4), (32, 2, 1), (64, 64, 1),
+    (64, 64, 8), (32, 64, 2)])
+def test_valid_streams(rng, bus_width, fifo_depth, lanes):
     tensors = valid_tensors(rng)
     cases = [(golden.hbm.encode(e, m), len(e)) for e, m in tensors]
-    got = run_decoder(cases, bus_width, rng, fifo_depth=fifo_depth)
+    got = run_decoder(cases, bus_width, rng, fifo_depth=fifo_depth, lanes=lanes)
     for n, ((data, nblk), g) in enumerate(zip(cases, got, strict=True)):
         check_case(n, g, data, nblk)
 
 
-@pytest.mark.parametrize("bus_width", [32, 64])
-def test_malformed_streams_and_recovery(rng, bus_width):
+@pytest.mark.parametrize("bus_width,lanes", [
+    (32, 16), (64, 16), (32, 4), (64, 4), (64, 1), pytest.param(32, 1, marks=pytest.mark.slow)])
+def test_malformed_streams_and_recovery(rng, bus_width, lanes):
     cases, meta = [], []
     for nblk, s in ((1, 0.0), (20, 0.5), (40, 0.9), (5, 1.0), (0, 0.0)):
         e, m = bfp_tensor(rng, nblk, s)
@@ -149,22 +170,25 @@ def test_malformed_streams_and_recovery(rng, bus_width):
             # after every bad stream, a good one must decode
             cases.append((golden.hbm.encode(e, m), nblk))
             meta.append((e, m, None))
-    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.3), Pacer(rng, 0.3), scatter=True)
+    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.3), Pacer(rng, 0.3), scatter=True,
+                      lanes=lanes)
     for n, ((data, nblk), g, (e, m, emitted)) in enumerate(zip(cases, got, meta, strict=True)):
         check_case(n, g, data, nblk, e, m, emitted)
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_latency(bus_width):
+def test_latency(bus_width, lanes):
     # A one-block tensor in one beat accepted in cycle 0: in the byte buffer in cycle 3, the
-    # block valid on o in cycle 4 (module docstring).
+    # block valid on o in cycle 4 (module docstring), or 3 + 16/lanes for a nonzero block (the
+    # 64-bit case) with fewer lanes; an all-zero block takes one cycle whatever the lanes.
     mant = np.zeros((1, 16), np.int8)
     exp = np.zeros(1, np.uint8)
     if bus_width == 64:  # a nonzero block needs 6 bytes: one beat only on the wide bus
         mant[0, 3], exp[0] = 5, 130
     data = golden.hbm.encode(exp, mant)
     assert len(data) <= bus_width // 8
-    dut = HBMDecoder(bus_width)
+    dut = HBMDecoder(bus_width, lanes=lanes)
     seen = {}
 
     async def tb(ctx):
@@ -182,19 +206,20 @@ def test_latency(bus_width):
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    assert seen["cycle"] == 4
+    assert seen["cycle"] == (3 + 16 // lanes if bus_width == 64 else 4)
     assert seen["block"][0] == exp[0] and np.array_equal(seen["block"][1], mant[0])
 
 
-@pytest.mark.parametrize("bus_width,fifo_depth", [(32, 64), (32, 6), (64, 2)])
-def test_queue_holds_fifo_depth_beats(rng, bus_width, fifo_depth):
+@pytest.mark.parametrize("bus_width,fifo_depth,lanes", [
+    (32, 64, 16), (32, 6, 16), (64, 2, 16), (32, 6, 4), (64, 2, 4), (64, 6, 1), (32, 2, 1)])
+def test_queue_holds_fifo_depth_beats(rng, bus_width, fifo_depth, lanes):
     # Before its cmd no beat leaves the queue: it takes exactly fifo_depth beats of a longer
     # stream while the source waits, and the tensor decodes once the cmd comes.
     exp, mant = bfp_tensor(rng, 40, 0.3)
     data = golden.hbm.encode(exp, mant)
     beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
     assert len(beats) > fifo_depth + 1
-    dut = HBMDecoder(bus_width, fifo_depth)
+    dut = HBMDecoder(bus_width, fifo_depth, lanes=lanes)
     held = {}
 
     async def cmd(ctx):
@@ -203,7 +228,8 @@ def test_queue_holds_fifo_depth_beats(rng, bus_width, fifo_depth):
         held["count"] = len(held["taken"])
         await stream_put(ctx, dut.cmd, [len(exp)])
 
-    limit = fifo_depth + 10 + 4 * len(beats) + 100  # cycles: never hangs
+    # cycles: never hangs (a nonzero block takes 16 / lanes cycles)
+    limit = fifo_depth + 10 + 4 * len(beats) + 16 // lanes * len(exp) + 100
 
     async def source(ctx):
         held["taken"] = []
@@ -244,12 +270,15 @@ def test_queue_holds_fifo_depth_beats(rng, bus_width, fifo_depth):
         assert e == exp[b] and np.array_equal(m, mant[b]), f"block {b}"
 
 
+@pytest.mark.parametrize("lanes", [16, 8, 4, 2, 1])
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_intake_takes_16_bytes_per_cycle(bus_width):
+def test_intake_takes_16_bytes_per_cycle(bus_width, lanes):
     # 16 blocks of 12 nonzeros (15 bytes each, 242 with the L1 mask) banked in the queue before
     # the cmd: the buffer takes 16 bytes a cycle whatever the bus width, so the blocks leave at
     # one per cycle after the first (2 + 15 bytes, then 15 per cycle against 16 taken); a
-    # two-beat intake on the 32-bit bus (8 bytes a cycle) would need about 30 cycles.
+    # two-beat intake on the 32-bit bus (8 bytes a cycle) would need about 30 cycles. With
+    # fewer lanes a nonzero block takes 16 / lanes cycles, and the 8-byte intake keeps up.
+    period = 16 // lanes
     mant = np.zeros((16, 16), np.int8)
     mant[:, :12] = np.arange(1, 13)
     exp = np.full(16, 100, np.uint8)
@@ -257,7 +286,7 @@ def test_intake_takes_16_bytes_per_cycle(bus_width):
     assert len(data) == 242
     beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
     assert len(beats) <= 64  # all fit in the default queue
-    dut = HBMDecoder(bus_width)
+    dut = HBMDecoder(bus_width, lanes=lanes)
     seen = []
 
     async def tb(ctx):
@@ -272,20 +301,22 @@ def test_intake_takes_16_bytes_per_cycle(bus_width):
             cycle += 1
             if valid:
                 seen.append((cycle, unpack_bfp_block(payload)))
-            assert cycle < 100
+            assert cycle < 100 + 16 * period
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
     cycles = [c for c, _ in seen]
-    assert cycles == list(range(cycles[0], cycles[0] + 16)), cycles  # one block every cycle
+    # one block every cycle (every `period` cycles)
+    assert cycles == list(range(cycles[0], cycles[0] + 16 * period, period)), cycles
     for b, (_, (e, m)) in enumerate(seen):
         assert e == exp[b] and np.array_equal(m, mant[b]), f"block {b}"
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_random_corruption(rng, bus_width):
+def test_random_corruption(rng, bus_width, lanes):
     # Random byte flips: whatever golden says (often still a valid stream), the RTL says too.
     cases = []
     for _ in range(30):
@@ -294,7 +325,7 @@ def test_random_corruption(rng, bus_width):
         for _ in range(int(rng.integers(1, 3))):
             d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
         cases.append((bytes(d), len(e)))
-    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.2), Pacer(rng, 0.2))
+    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.2), Pacer(rng, 0.2), lanes=lanes)
     for n, ((data, nblk), g) in enumerate(zip(cases, got, strict=True)):
         check_case(n, g, data, nblk)
 
@@ -343,8 +374,10 @@ def budget_cases(rng):
     return out
 
 
-@pytest.mark.parametrize("bus_width", [32, 64])
-def test_budget_against_read_stream(rng, bus_width):
+@pytest.mark.parametrize("bus_width,lanes", [
+    (32, 16), (64, 16), (64, 4), pytest.param(32, 4, marks=pytest.mark.slow),
+    pytest.param(64, 1, marks=pytest.mark.slow), pytest.param(32, 1, marks=pytest.mark.slow)])
+def test_budget_against_read_stream(rng, bus_width, lanes):
     # Budget mode against golden.jobs.read_stream, every case followed by a plain stream of the
     # same tensor (recovery, and budget off again), under random bubbles and back-pressure.
     cases = []
@@ -359,13 +392,14 @@ def test_budget_against_read_stream(rng, bus_width):
     assert any(golden_decode(d, n)[0] in ("TRAILING_DATA", "BAD_PADDING")
                and golden_budget(d, n)[0] == "NONE" for d, n, *_ in cases)
     got = run_decoder([c[:3] for c in cases], bus_width, rng, Pacer(rng, 0.3), Pacer(rng, 0.3),
-                      scatter=True)
+                      scatter=True, lanes=lanes)
     for n, ((data, nblk, budget, (e, m), emitted), g) in enumerate(zip(cases, got, strict=True)):
         check_case(n, g, data, nblk, e, m, emitted, budget=budget)
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_budget_random_corruption(rng, bus_width):
+def test_budget_random_corruption(rng, bus_width, lanes):
     cases = []
     for _ in range(30):
         e, m = bfp_tensor(rng, int(rng.integers(0, 40)), float(rng.choice([0.3, 0.8, 0.97])))
@@ -374,18 +408,18 @@ def test_budget_random_corruption(rng, bus_width):
             for _ in range(int(rng.integers(1, 3))):
                 d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
         cases.append((bytes(d), len(e), True))
-    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.2), Pacer(rng, 0.2))
+    got = run_decoder(cases, bus_width, rng, Pacer(rng, 0.2), Pacer(rng, 0.2), lanes=lanes)
     for n, ((data, nblk, _), g) in enumerate(zip(cases, got, strict=True)):
         check_case(n, g, data, nblk, budget=True)
 
 
 def run_tail(bus_width, rng, data, n_blocks, budget=True, in_pacer=None, out_pacer=None,
-             preload=0):
+             preload=0, lanes=16, fifo_depth=256):
     """One tensor; per cycle: tail, the block count taken so far, o.valid, i's last handshake.
 
     ``preload`` beats go into the queue before the cmd. Returns ``(trace, cmd_cycle, code)``.
     """
-    dut = HBMDecoder(bus_width)
+    dut = HBMDecoder(bus_width, fifo_depth, lanes=lanes)
     beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
     trace = []
     info = {}
@@ -420,8 +454,9 @@ def run_tail(bus_width, rng, data, n_blocks, budget=True, in_pacer=None, out_pac
     return trace, info["cmd_at"], info["code"]
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_tail_timing(rng, bus_width):
+def test_tail_timing(rng, bus_width, lanes):
     # tail is high from the first cycle the last block is valid on o up to and including the
     # cycle the beat with last is accepted on i; low otherwise (and always without a budget).
     seen_high = 0
@@ -433,7 +468,10 @@ def test_tail_timing(rng, bus_width):
         budget = trial % 4 != 3
         preload = int(rng.integers(0, 6)) if trial % 3 == 0 else 0
         trace, _, code = run_tail(bus_width, rng, data, nblk, budget, Pacer(rng, 0.5),
-                                       Pacer(rng, 0.3), preload)
+                                  Pacer(rng, 0.3), preload, lanes,
+                                  # a short queue: the slower narrow decoders would take the
+                                  # whole stream before the last block and tail never rise
+                                  256 if lanes == 16 else 6)
         assert code == (golden_budget if budget else golden_decode)(data, nblk)[0]
         high = [c for c, (t, *_) in enumerate(trace) if t]
         if not budget:
@@ -450,11 +488,12 @@ def test_tail_timing(rng, bus_width):
     assert seen_high >= 3  # the cases exercise tail
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("bus_width", [32, 64])
-def test_tail_zero_blocks(bus_width):
+def test_tail_zero_blocks(bus_width, lanes):
     # 0 blocks in budget mode: tail rises the cycle after the cmd is taken, falls after last.
     data = bytes(range(1, 41))
-    dut = HBMDecoder(bus_width)
+    dut = HBMDecoder(bus_width, lanes=lanes)
     beats = [pack_beat(bus_width, *b) for b in bytes_to_beats(data, bus_width)]
     seen = {}
 
@@ -494,6 +533,15 @@ def test_verilator(seed, bus_width):
     run_cocotb(HBMDecoder(bus_width), name=f"hbm_decoder_{bus_width}",
                test_module="verif.cocotb.hbm_decoder_tb", test_id=f"hbm_decoder_{bus_width}",
                seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 1500})
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("bus_width,lanes", [(64, 4), (32, 1)])
+def test_verilator_narrow(seed, bus_width, lanes):
+    run_cocotb(HBMDecoder(bus_width, lanes=lanes), name=f"hbm_decoder_{bus_width}_l{lanes}",
+               test_module="verif.cocotb.hbm_decoder_tb",
+               test_id=f"hbm_decoder_{bus_width}_l{lanes}", seed=seed,
+               extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 1500})
 
 
 @pytest.mark.cocotb
