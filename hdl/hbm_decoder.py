@@ -324,8 +324,10 @@ class HBMDecoder(wiring.Component):
             m.d.sync += level.eq(level + accepted - n_taken)
 
         m.d.comb += base.eq(Mux(flush, 0, cnt - consumed))
+        # a beat is taken only if base <= cap - nb: the low bits of base place the bytes taken
+        at = base[:(cap - nb).bit_length()]
         m.d.sync += [
-            buf.eq(Mux(flush, 0, buf >> (consumed * 8)) | (in_bytes << (base * 8))),
+            buf.eq(Mux(flush, 0, buf >> (consumed * 8)) | (in_bytes << (at * 8))),
             cnt.eq(base + in_n),
         ]
 
