@@ -20,8 +20,12 @@ Boards (:data:`BOARDS`):
 * ``icebreaker``: iCEBreaker (iCE40 UP5K, 12 MHz), ``tiny`` engine, the 128 KiB of SPRAM as
   memory, 115200 baud (divisor 104: 0.16 % fast);
 * ``ulx3s-85f``: ULX3S with the 85F (ECP5 LFE5U-85F, 25 MHz oscillator, 12.5 MHz from the
-  PLL), ``default`` engine (which does not fit: ``fpga.build`` falls back to ``tiny``), block
-  RAM as memory, 115200 baud (divisor 109: 0.45 % slow).
+  PLL), ``default`` engine (``fpga.build`` falls back to ``small``, then ``tiny``, if it does
+  not fit), 64 KiB of block RAM as memory, 115200 baud (divisor 109: 0.45 % slow).
+
+Both build the accelerator with ``drain_lanes=4`` and ``load_lanes=4``: the BFP8 converter,
+sparsity filter, HBM encoders and decoder process 4 values a cycle (a block every 4 cycles),
+at a fraction of their 16-wide area, with the same results.
 """
 
 from __future__ import annotations
@@ -55,11 +59,14 @@ BOARDS = {
     "icebreaker": {
         "platform": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
         "config": "tiny", "mem_bytes": 128 * 1024, "spram": True, "drain_lanes": 4,
+        "load_lanes": 4,
         "clk_hz": 12e6, "baud": 115200, "family": "ice40",
     },
     "ulx3s-85f": {
         "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
-        "config": "default", "mem_bytes": 128 * 1024, "spram": False, "drain_lanes": 4,
+        # 64 KiB (32 DP16KD): the digits MLP 64-64-10 at batch 32 takes 60 KiB with default
+        "config": "default", "mem_bytes": 64 * 1024, "spram": False, "drain_lanes": 4,
+        "load_lanes": 4,
         # the tiny board top reached 17.1 MHz (nextpnr) against 25 MHz: an EHXPLLL makes
         # 12.5 MHz from the 25 MHz oscillator (yowasp-ecppll -i 25 -o 12.5)
         "clk_hz": 12.5e6, "baud": 115200, "family": "ecp5",
@@ -98,9 +105,9 @@ class BoardSystem(wiring.Component):
     timeout_bytes, rx_fifo_depth : int
         Of the :class:`hdl.uart_bridge.UARTBridge`.
     **acc_kwargs
-        ``max_burst``, ``max_outstanding``, ``decoder_fifo``, ``drain_lanes`` of the
-        :class:`hdl.accelerator.Accelerator` (the board tops use ``drain_lanes=4``: the
-        output path's converter and filter at a quarter of their area).
+        ``max_burst``, ``max_outstanding``, ``decoder_fifo``, ``drain_lanes``, ``load_lanes``
+        of the :class:`hdl.accelerator.Accelerator` (the board tops use 4 for both: the
+        converter, filter, encoders and decoder 4 values a cycle, a fraction of their area).
 
     Attributes
     ----------
@@ -214,7 +221,8 @@ class BoardTop(wiring.Component):
         else:
             self.system = BoardSystem(get_config(config or b["config"]), divisor=self.divisor,
                                       mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"],
-                                      drain_lanes=b["drain_lanes"])
+                                      drain_lanes=b["drain_lanes"],
+                                      load_lanes=b["load_lanes"])
         super().__init__({})
 
     def _pll(self, m, platform, pll):

@@ -96,9 +96,12 @@ class Accelerator(wiring.Component):
     decoder_fifo : int
         Input queue of the HBM decoder, in beats.
     drain_lanes : int
-        Values per cycle of the output path's BFP8 converter and sparsity filter: 16 (one
-        block per cycle) or 8, 4, 2, 1 to save area on an FPGA (the board tops); the results
-        are identical, a drain takes up to ``16 // drain_lanes`` times as long.
+        Values per cycle of the output path's BFP8 converter, sparsity filter and HBM encoders:
+        16 (one block per cycle) or 8, 4, 2, 1 to save area on an FPGA (the board tops); the
+        results are identical, a drain takes up to ``16 // drain_lanes`` times as long.
+    load_lanes : int
+        Values per cycle of the HBM decoder (its ``lanes``), likewise: a nonzero block every
+        ``16 // load_lanes`` cycles.
 
     Attributes
     ----------
@@ -111,14 +114,14 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, cfg: EngineConfig, *, max_burst: int = 16, max_outstanding: int = 4,
-                 decoder_fifo: int = 256, drain_lanes: int = 16):
+                 decoder_fifo: int = 256, drain_lanes: int = 16, load_lanes: int = 16):
         if not isinstance(cfg, EngineConfig):
             self._MustUse__silence = True  # never elaborated
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
         # the units validate these; build them here so that a bad value fails at construction
         DMAReader(ADDR_W, DATA_W, max_burst, max_outstanding)._MustUse__silence = True
-        HBMDecoder(DATA_W, decoder_fifo)._MustUse__silence = True
         try:
+            HBMDecoder(DATA_W, decoder_fifo, lanes=load_lanes)._MustUse__silence = True
             check_drain_lanes(drain_lanes)
         except ValueError:
             self._MustUse__silence = True  # never elaborated
@@ -128,6 +131,7 @@ class Accelerator(wiring.Component):
         self._max_outstanding = max_outstanding
         self._decoder_fifo = decoder_fifo
         self._drain_lanes = drain_lanes
+        self._load_lanes = load_lanes
         super().__init__({
             "csr": In(AXI4LiteSignature(CSR_ADDR_W, 32)),
             "mem": Out(AXI4Signature(ADDR_W, DATA_W)),
@@ -163,7 +167,7 @@ class Accelerator(wiring.Component):
 
         dp_rst = Signal()  # data path reset after an error
         rst = ResetInserter(dp_rst)
-        dec = HBMDecoder(DATA_W, self._decoder_fifo)
+        dec = HBMDecoder(DATA_W, self._decoder_fifo, lanes=self._load_lanes)
         tp = Transposer(cfg.max_k, max_cb)
         ad_a = BlockAdapter(w["m"], w["kb"])
         ad_b = BlockAdapter(w["n"], w["kb"])

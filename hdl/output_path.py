@@ -173,9 +173,10 @@ class OutputPath(wiring.Component):
     bus_width : int
         Width of ``o_fwd`` and ``o_filt`` in bits: 32 or 64 (the DMA writers' width).
     drain_lanes : int
-        Values per cycle of the BFP8 converter and the sparsity filter (their ``lanes``): 16
-        (one block per cycle, the default), or 8, 4, 2, 1 for an FPGA that cannot hold the
-        16-wide units (one block every ``16 // drain_lanes`` cycles; the results are the same).
+        Values per cycle of the BFP8 converter, the sparsity filter and the two HBM encoders
+        (their ``lanes``): 16 (one block per cycle, the default), or 8, 4, 2, 1 for an FPGA that
+        cannot hold the 16-wide units (one block every ``16 // drain_lanes`` cycles; the bytes
+        and statistics are the same).
 
     Attributes
     ----------
@@ -378,8 +379,8 @@ class OutputPath(wiring.Component):
             m.d.sync += inj.eq(0)
 
         # ---- fork: the converter's blocks to the fwd encoder and the filter -----------------
-        enc_f = m.submodules.enc_fwd = HBMEncoder(self._bus_width)
-        enc_s = m.submodules.enc_filt = HBMEncoder(self._bus_width)
+        enc_f = m.submodules.enc_fwd = HBMEncoder(self._bus_width, lanes=self._drain_lanes)
+        enc_s = m.submodules.enc_filt = HBMEncoder(self._bus_width, lanes=self._drain_lanes)
         flt = m.submodules.filter = SparsityFilter(lanes=self._drain_lanes)
         taken_f = Signal()
         taken_s = Signal()

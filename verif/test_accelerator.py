@@ -22,6 +22,8 @@ def test_parameters_validated():
         Accelerator(get_config("tiny"), max_outstanding=0)
     with pytest.raises(ValueError, match=r"Drain lanes must be one of 16, 8, 4, 2, 1, not 3"):
         Accelerator(get_config("tiny"), drain_lanes=3)
+    with pytest.raises(ValueError, match=r"Lanes must be one of 16, 8, 4, 2, 1, not 5"):
+        Accelerator(get_config("tiny"), load_lanes=5)
 
 
 @pytest.mark.parametrize("config,sizes,batch,steps,cxx_opt", [

@@ -38,7 +38,8 @@ def test_uart_divisor_within_tolerance(board):
 def test_board_uart_train_step(seed):
     div, mem = 8, 16384
     dut = BoardSystem(get_config("tiny"), divisor=div, mem_bytes=mem, spram="model",
-                      timeout_bytes=64, drain_lanes=BOARDS["icebreaker"]["drain_lanes"])
+                      timeout_bytes=64, drain_lanes=BOARDS["icebreaker"]["drain_lanes"],
+                      load_lanes=BOARDS["icebreaker"]["load_lanes"])
     run_cocotb(dut, name="board", test_module="verif.cocotb.board_tb",
                test_id="board-tiny", seed=seed,
                extra_env={"CONFIG": "tiny", "DIV": div, "MEM": mem, "SIZES": "16,16,10",
