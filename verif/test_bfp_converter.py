@@ -219,6 +219,6 @@ def test_verilator_long(seed):
 @pytest.mark.parametrize("lanes", [4, 1])
 def test_verilator_lanes(seed, lanes):
     dut = BFPConverter(lanes=lanes)
-    run_cocotb(dut, name="bfp_converter", test_module="verif.cocotb.bfp_converter_lanes_tb",
+    run_cocotb(dut, name="bfp_converter", test_module="verif.cocotb.bfp_converter_tb",
                test_id=f"bfp_converter_lanes{lanes}", seed=seed,
                extra_env={"BLOCKS": 400, "INTERVAL": dut.interval, "LATENCY": dut.latency})

@@ -34,15 +34,21 @@ def _flat(t, rows):
     return BFPTensor(t.exponents.reshape(rows, -1), t.mantissas.reshape(rows, -1))
 
 
-@pytest.mark.parametrize("config,batch", [("tiny", 16), ("small", 32), ("default", 32)])
-def test_cnn_training_steps_bit_exact(config, batch, seed, digits):
-    steps = 2
-    rng = np.random.default_rng(seed)
+def _golden_cnn(seed):
+    """golden.train's CNN with its bfp8-ss configuration: (model, config, layer names,
+    interim-tensor state with the threshold controllers)."""
     model = _cnn()
     model.init(np.random.default_rng(seed))
     c = train._check_config(dict(mode="bfp8-ss", model="cnn", target_sparsity=0.8))
     names = [layer.name for layer in model.gemm_layers]
-    interim = train._Interim(c, names[:-1])
+    return model, c, names, train._Interim(c, names[:-1])
+
+
+@pytest.mark.parametrize("config,batch", [("tiny", 16), ("small", 32), ("default", 32)])
+def test_cnn_training_steps_bit_exact(config, batch, seed, digits):
+    steps = 2
+    rng = np.random.default_rng(seed)
+    model, c, names, interim = _golden_cnn(seed)
     opt = nn.SGD(model.gemm_layers, c["lr"], c["momentum"], c["weight_decay"])
     # the host's own copies: master weights, optimizer, threshold controllers
     host = _cnn()
@@ -160,11 +166,7 @@ def test_cnn_steps_with_on_chip_update(config, batch, seed, digits):
 
     steps = 2
     rng = np.random.default_rng(seed)
-    model = _cnn()
-    model.init(np.random.default_rng(seed))
-    c = train._check_config(dict(mode="bfp8-ss", model="cnn", target_sparsity=0.8))
-    names = [layer.name for layer in model.gemm_layers]
-    interim = train._Interim(c, names[:-1])
+    model, c, names, interim = _golden_cnn(seed)
     w0 = [layer.w.copy() for layer in model.gemm_layers]
     opt = update.FixedSGD(model.gemm_layers, c["lr"], c["momentum"], c["weight_decay"])
     host_ctrl = {key: sparsity.ThresholdController(c["target_sparsity"],
