@@ -271,7 +271,13 @@ class HBMEncoder(wiring.Component):
             rec_chunk = [Mux(grp == 0, Cat(rec_r.l2, rec_r.exp, g_bytes), g_bytes),
                          Mux(grp == 0, 3, 0) + g_n]
             l1_chunk = [Cat(l1_r.l1, rec_r.l2, rec_r.exp, g_bytes), 5 + g_n]
-            rec_end = grp == P - 1
+            # a record ends with its last group that has a nonzero mantissa (or group 0): no
+            # chunk is ever empty, so a tensor's final chunk always carries its last byte and
+            # the beat holding it gets `last` (an empty final chunk after a beat that was
+            # already sent gave an extra empty beat)
+            rest = Signal(BLOCK)
+            m.d.comb += rest.eq(rec_r.l2 >> ((grp + 1) * L))
+            rec_end = (grp == P - 1) | (rest == 0)
         with m.If(~ending):
             with m.If(in_sb):
                 m.d.comb += [
@@ -323,8 +329,19 @@ class HBMEncoder(wiring.Component):
                                 sb_last.eq(l1_r.last),
                             ]
                     else:
-                        # group 0 of the first record: its other groups follow from in_sb
-                        with m.If(take):
+                        # group 0 of the first record: its other groups (if any has a nonzero
+                        # mantissa) follow from in_sb
+                        m.d.comb += [
+                            records.r_en.eq(take & rec_end),
+                            final.eq(l1_r.last & (l1_k == 1) & rec_end),
+                        ]
+                        with m.If(take & rec_end):
+                            m.d.sync += [
+                                in_sb.eq(l1_k != 1),
+                                remaining.eq(l1_k - 1),
+                                sb_last.eq(l1_r.last),
+                            ]
+                        with m.Elif(take):
                             m.d.sync += [
                                 in_sb.eq(1),
                                 grp.eq(1),

@@ -186,11 +186,18 @@ def test_verilator(seed, bus_width):
                seed=seed, extra_env={"BUS_WIDTH": bus_width, "BLOCKS": 3000})
 
 
+# 792851721: a seed on which a narrow encoder that sent a tensor's last full beat without
+# `last` (its final record's last groups empty, the buffer already drained: an extra empty
+# beat followed) failed; the Amaranth benches never drain the output at full rate, this one
+# does (the fault showed on 7 of 15 random seeds).
 @pytest.mark.cocotb
-def test_verilator_lanes4(seed):
+@pytest.mark.parametrize("fixed_seed", [None, 792851721], ids=["random", "regression"])
+def test_verilator_lanes4(seed, fixed_seed):
+    tag = "" if fixed_seed is None else "_regression"
     run_cocotb(HBMEncoder(64, lanes=4), name="hbm_encoder_64_l4",
-               test_module="verif.cocotb.hbm_encoder_tb", test_id="hbm_encoder_64_l4",
-               seed=seed, extra_env={"BUS_WIDTH": 64, "BLOCKS": 1500})
+               test_module="verif.cocotb.hbm_encoder_tb", test_id=f"hbm_encoder_64_l4{tag}",
+               seed=seed if fixed_seed is None else fixed_seed,
+               extra_env={"BUS_WIDTH": 64, "BLOCKS": 1500})
 
 
 @pytest.mark.cocotb
