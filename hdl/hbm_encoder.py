@@ -38,8 +38,10 @@ block is copied as it is.
 chunk ``j`` is group ``j`` of its mantissas (``lanes`` of them) compacted, behind the header
 (``L2, E``, with the L1 mask in front for a superblock's first record) in chunk 0, so a chunk
 is at most ``5 + lanes`` bytes and the packer buffer ``bus_width / 8 + 4 + lanes`` bytes. A
-superblock with ``k`` nonzero blocks takes ``max(1, k * P)`` output cycles: the encoder
-sustains one nonzero block every ``P`` cycles (all-zero blocks cost no time), or the bus
+record ends with its last group that holds a nonzero mantissa (its trailing all-zero groups
+are skipped, so no chunk is empty and a tensor's final chunk always carries its last byte). A
+superblock with ``k`` nonzero blocks takes at most ``max(1, k * P)`` output cycles: the
+encoder sustains one nonzero block every ``P`` cycles (all-zero blocks cost no time), or the bus
 rate if that is lower; the record queue absorbs bursts, and ``i.ready`` drops only when it is
 full. A superblock's first beat is valid 4 cycles after its last block was accepted if its
 first chunk fills a beat, later otherwise (a tensor of one dense block: its last beat ``P + 3``
