@@ -34,6 +34,17 @@ def _flat(t, rows):
     return BFPTensor(t.exponents.reshape(rows, -1), t.mantissas.reshape(rows, -1))
 
 
+def _check_interim_copies(read, interim):
+    """Both copies of every interim tensor of golden.train's step (``interim.trace``) equal
+    what the accelerator wrote: ``y``/``s`` (activations), ``ye``/``e`` (errors)."""
+    for rec in interim.trace:
+        i, kind = rec["key"]
+        fwd, saved = ("y", "s") if kind == "act" else ("ye", "e")
+        rows = rec["natural"].shape[0]
+        assert _flat(read(f"{fwd}{i}"), rows) == rec["natural"]
+        assert _flat(read(f"{saved}{i}"), rows) == rec["stored"]
+
+
 def _golden_cnn(seed):
     """golden.train's CNN with its bfp8-ss configuration: (model, config, layer names,
     interim-tensor state with the threshold controllers)."""
@@ -98,12 +109,9 @@ def test_cnn_training_steps_bit_exact(config, batch, seed, digits):
             if i:
                 assert read(f"dc{i}") == gemms[(names[i], "bp")]["a"]
         # interim tensors: natural and filtered copies, statistics
+        _check_interim_copies(read, interim)
         for rec in interim.trace:
             i, kind = rec["key"]
-            fwd, saved = ("y", "s") if kind == "act" else ("ye", "e")
-            rows = rec["natural"].shape[0]
-            assert _flat(read(f"{fwd}{i}"), rows) == rec["natural"]
-            assert _flat(read(f"{saved}{i}"), rows) == rec["stored"]
             thr, base = settings[(i, kind)]
             assert res.stats[(i, kind)] == sparsity.stats(rec["natural"], threshold=thr,
                                                           base=base)
@@ -195,12 +203,7 @@ def test_cnn_steps_with_on_chip_update(config, batch, seed, digits):
         # the BP operands (the W^T copies the previous update wrote, walked flipped)
         for i in range(1, len(step.convs)):
             assert read(f"dc{i}") == gemms[(names[i], "bp")]["a"]
-        for rec in interim.trace:
-            i, kind = rec["key"]
-            fwd, saved = ("y", "s") if kind == "act" else ("ye", "e")
-            rows = rec["natural"].shape[0]
-            assert _flat(read(f"{fwd}{i}"), rows) == rec["natural"]
-            assert _flat(read(f"{saved}{i}"), rows) == rec["stored"]
+        _check_interim_copies(read, interim)
         opt.step()
         for layer in range(step.layers):
             t = step.tensors[f"st{layer}"]
