@@ -72,9 +72,9 @@ from .image import (
     Job,
     TiledTensor,
     hyper_words,
+    initial_state_writes,
     pack_lists,
     read_state_tiles,
-    state_tile_writes,
     threshold_settings,
 )
 
@@ -455,24 +455,13 @@ class CNNStep:
         shapes) in the GEMM layout of ``W``, zero velocities, and ``W`` / ``W^T``
         re-quantized from the masters (:func:`golden.update.requantize`), as ``golden.train
         --update fixed`` starts."""
-        from golden import update
-
         if not self.update:
             raise ValueError("state_writes is for an image with update=True")
         out = []
         for layer, w in enumerate(self._weights(weights)):
             if layer < len(self.convs):
                 w = self._conv_matrix(layer, w)
-            master = update.to_fixed(w, update.W_FRAC)
-            out += state_tile_writes(self.tensors[f"st{layer}"], master,
-                                     np.zeros_like(master))
-            wq, wtq = update.requantize(master)
-            co, k = master.shape
-            out += self.tensors[f"w{layer}"].encode(BFPTensor(wq.exponents[:co],
-                                                              wq.mantissas[:co]))
-            if f"wt{layer}" in self.tensors:
-                out += self.tensors[f"wt{layer}"].encode(BFPTensor(wtq.exponents[:k],
-                                                                   wtq.mantissas[:k]))
+            out += initial_state_writes(self.tensors, layer, w)
         return out
 
     def read_state(self, layer: int, tiles: dict):

@@ -390,20 +390,10 @@ class MLPStep:
         int32 masters :func:`golden.update.to_fixed` of ``weights`` (FP32, ``(out, in)`` per
         layer), zero velocities, and ``W`` / ``W^T`` re-quantized from the masters
         (:func:`golden.update.requantize`), as ``golden.train --update fixed`` starts."""
-        from golden import update
-
         if not self.update:
             raise ValueError("state_writes is for an image with update=True")
-        out = []
-        for layer, w in enumerate(self._weights(weights)):
-            k, co = self.sizes[layer], self.sizes[layer + 1]
-            master = update.to_fixed(w, update.W_FRAC)
-            out += self.state_tiles(layer, master, np.zeros_like(master))
-            wq, wtq = update.requantize(master)
-            out += self.tensors[f"w{layer}"].encode(_rows(wq, co))
-            if layer:
-                out += self.tensors[f"wt{layer}"].encode(_rows(wtq, k))
-        return out
+        return [wr for layer, w in enumerate(self._weights(weights))
+                for wr in initial_state_writes(self.tensors, layer, w)]
 
     def state_tiles(self, layer, master, velocity) -> list:
         """``(addr, bytes)`` of layer ``layer``'s state tiles from int arrays ``(out, in)``."""
@@ -566,6 +556,24 @@ def pack_lists(lists: dict, stats: dict, jobs: dict, tensors: dict, settings: di
             blob += pack(**f)
         writes.append((jobs[name].desc_base, bytes(blob)))
     return writes
+
+
+def initial_state_writes(tensors: dict, layer: int, w) -> list:
+    """``(addr, bytes)`` of layer ``layer``'s initial on-chip update state from its FP32
+    weights ``w`` in the GEMM layout of ``W`` (``Co x K``): the int32 masters
+    :func:`golden.update.to_fixed` with zero velocities (``st{layer}``), and ``W`` and, where
+    the image has it, ``W^T`` re-quantized from the masters (:func:`golden.update.requantize`),
+    as ``golden.train --update fixed`` starts."""
+    from golden import update
+
+    master = update.to_fixed(w, update.W_FRAC)
+    out = state_tile_writes(tensors[f"st{layer}"], master, np.zeros_like(master))
+    wq, wtq = update.requantize(master)
+    co, k = master.shape
+    out += tensors[f"w{layer}"].encode(_rows(wq, co))
+    if f"wt{layer}" in tensors:
+        out += tensors[f"wt{layer}"].encode(_rows(wtq, k))
+    return out
 
 
 def state_tile_writes(t: TiledTensor, master, velocity) -> list:
