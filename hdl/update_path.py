@@ -27,7 +27,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from golden.update import MASTER_EA, SAT
+from golden.update import MASTER_EA
 
 from .bfp_layouts import bus_beat
 from .config import EngineConfig
@@ -106,30 +106,55 @@ class UpdatePath(wiring.Component):
         wp = buf.write_port()
         rp = buf.read_port()
 
-        groups = Signal(w["n"] + 2)  # tasks per row: ceil(n / R) (pass 0), ceil(m / R) (pass 1)
-        m.d.comb += groups.eq(Mux(self.mode, (self.m + R - 1) >> lg, (self.n + R - 1) >> lg))
+        # One task walk for both passes: ``outer`` tasks rows of ``groups`` tasks, element
+        # ``(g << lg) + r`` of a task valid iff below ``inner`` (pass 0: m x n, pass 1: n x m).
+        outer = Signal(w["m"] + 1)
+        inner = Signal(w["m"] + 1)
+        m.d.comb += [outer.eq(Mux(self.mode, self.n, self.m)),
+                     inner.eq(Mux(self.mode, self.m, self.n))]
+        groups = Signal(w["g"] + 1)
+        m.d.comb += groups.eq((inner + R - 1) >> lg)
 
         running = Signal()
         m.d.comb += self.busy.eq(running)
         m.d.sync += self.done.eq(0)
 
-        # ---- pass 0, input side: task reads, elements into the unit --------------------------
-        in_i = Signal(w["m"] + 1)
-        in_g = Signal(w["g"] + 1)
-        in_r = Signal(range(R + 1))
-        in_have = Signal()  # carry data of task (in_i, in_g) is on carry_data
+        def walker(name):
+            a = Signal(w["m"] + 1, name=f"{name}_a")
+            g = Signal(w["g"] + 1, name=f"{name}_g")
+            r = Signal(range(R), name=f"{name}_r")
+            fin = Signal(name=f"{name}_done")
+            col = Signal(w["m"] + 2, name=f"{name}_col")
+            last_el = Signal(name=f"{name}_last_el")  # last element of the task
+            last_task = Signal(name=f"{name}_last_task")  # last task of the pass
+            m.d.comb += [col.eq((g << lg) + r),
+                         last_el.eq((r == R - 1) | (col + 1 >= inner)),
+                         last_task.eq((g + 1 == groups) & (a + 1 == outer))]
+
+            def step():
+                m.d.sync += r.eq(r + 1)
+                with m.If(last_el):
+                    m.d.sync += r.eq(0)
+                    with m.If(g + 1 == groups):
+                        m.d.sync += [g.eq(0), a.eq(a + 1)]
+                        with m.If(last_task):
+                            m.d.sync += fin.eq(1)
+                    with m.Else():
+                        m.d.sync += g.eq(g + 1)
+
+            def reset():
+                return [a.eq(0), g.eq(0), r.eq(0), fin.eq(0)]
+            return a, g, r, fin, col, last_el, last_task, step, reset
+
+        # ---- input side: pass 0 task reads and elements into the unit; pass 1 buffer reads --
+        in_a, in_g, in_r, in_done, col, _, _, in_step, in_reset = walker("in")
+        in_have = Signal()  # carry data of task (in_a, in_g) is on carry_data
         in_read = Signal()  # a carry read was issued last cycle
-        in_done = Signal()
-        col = Signal(w["n"] + 2)
-        m.d.comb += col.eq((in_g << lg) + in_r)
         acc = self.carry_data
         st = self.state_in.payload.data
-        w_in = Signal(signed(32))
-        v_in = Signal(signed(32))
-        m.d.comb += [w_in.eq(st[:32].as_signed()), v_in.eq(st[32:].as_signed())]
 
-        def clamp(x):
-            return Mux(x == -(1 << 31), -SAT, x)
+        def clamp(x):  # -2**31 read as -(2**31 - 1): only bit 0 changes
+            return Cat(x[0] | (x == -(1 << 31)), x[1:]).as_signed()
 
         ui = uu.i.payload
         mant = Signal(signed(32))
@@ -139,127 +164,78 @@ class UpdatePath(wiring.Component):
                 with m.Case(r):
                     m.d.comb += [mant.eq(acc.mant[r]), exp.eq(acc.exp[r])]
         m.d.comb += [ui.grad_mant.eq(mant), ui.grad_exp.eq(exp),
-                     ui.w.eq(clamp(w_in)), ui.v.eq(clamp(v_in))]
-        m.d.comb += [self.carry_addr.row.eq(in_i), self.carry_addr.grp.eq(in_g)]
+                     ui.w.eq(clamp(st[:32].as_signed())), ui.v.eq(clamp(st[32:].as_signed()))]
+        m.d.comb += [self.carry_addr.row.eq(in_a), self.carry_addr.grp.eq(in_g)]
+        m.d.comb += rp.addr.eq(col * MAXN + in_a)  # pass 1: master (row col, column in_a)
+        rd = Signal()  # pass 1: a buffer read was issued last cycle
+        m.d.sync += rd.eq(0)
         with m.If(in_read):
             m.d.sync += [in_read.eq(0), in_have.eq(1)]
-        with m.If(running & ~self.mode & ~in_done):
-            with m.If(~in_have & ~in_read):
+        with m.If(running & ~in_done):
+            with m.If(self.mode):
+                m.d.sync += rd.eq(1)
+                in_step()
+            with m.Elif(~in_have & ~in_read):
                 m.d.comb += self.carry_en.eq(1)
                 m.d.sync += in_read.eq(1)
             with m.Elif(in_have):
-                last_el = (in_r == R - 1) | (col + 1 >= self.n)
                 m.d.comb += [uu.i.valid.eq(self.state_in.valid),
                              self.state_in.ready.eq(uu.i.ready)]
                 with m.If(uu.i.valid & uu.i.ready):
-                    m.d.sync += in_r.eq(in_r + 1)
-                    with m.If(last_el):
-                        m.d.sync += [in_r.eq(0), in_have.eq(0)]
-                        with m.If(in_g + 1 == groups):
-                            m.d.sync += [in_g.eq(0), in_i.eq(in_i + 1)]
-                            with m.If(in_i + 1 == self.m):
-                                m.d.sync += in_done.eq(1)
-                        with m.Else():
-                            m.d.sync += in_g.eq(in_g + 1)
+                    in_step()
+                    with m.If(in_r == R - 1):
+                        m.d.sync += in_have.eq(0)
+                    with m.If(col + 1 >= inner):
+                        m.d.sync += in_have.eq(0)
 
-        # ---- pass 0, output side: state out, master buffer, task beats ----------------------
-        out_i = Signal(w["m"] + 1)
-        out_g = Signal(w["g"] + 1)
-        out_r = Signal(range(R + 1))
-        out_done = Signal()
-        ocol = Signal(w["n"] + 2)
-        m.d.comb += ocol.eq((out_g << lg) + out_r)
-        task = Signal(data.ArrayLayout(signed(32), R))
-        o_valid = Signal()
-        o_row = Signal(w["m"])
-        o_grp = Signal(w["g"])
-        o_mant = Signal(data.ArrayLayout(signed(32), R))
-        o_exp = Signal(data.ArrayLayout(10, R))
+        # ---- output side: state out, master buffer, one task register for both passes -------
+        out_a, out_g, out_r, out_done, ocol, out_last_el, out_last_task, out_step, out_reset = \
+            walker("out")
         uo = uu.o.payload
-        last_out = (out_i + 1 == self.m) & (out_g + 1 == groups) \
-            & ((out_r == R - 1) | (ocol + 1 >= self.n))
         m.d.comb += [
             self.state_out.valid.eq(uu.o.valid & ~self.mode),
             self.state_out.payload.data.eq(Cat(uo.w, uo.v)),
             self.state_out.payload.keep.eq(0xFF),
-            self.state_out.payload.last.eq(last_out),
+            self.state_out.payload.last.eq(out_last_task & out_last_el),
             uu.o.ready.eq(self.state_out.ready & ~self.mode),
+            wp.addr.eq(out_a * MAXN + ocol),
+            wp.data.eq(uo.w),
         ]
+        ev = Signal()  # an element for the task register: pass 0 from the unit, 1 from the buffer
+        m.d.comb += ev.eq(Mux(self.mode, rd, uu.o.valid & uu.o.ready))
+        m.d.comb += wp.en.eq(uu.o.valid & uu.o.ready)
+        d = Signal(signed(32))
+        m.d.comb += d.eq(Mux(self.mode, rp.data, uo.w))
+        # Entry r is written by element r; the task's element 0 clears the others (a ragged
+        # task leaves them 0). The beat is read in the cycle after the task's last element,
+        # before element 0 of the next task can change the register.
+        o_valid = Signal()
+        o_row = Signal(w["m"])
+        o_grp = Signal(w["g"])
+        task = Signal(data.ArrayLayout(signed(32), R))
+        have = Signal(R)  # entry r holds an element of the task
         m.d.sync += o_valid.eq(0)
-        with m.If(uu.o.valid & uu.o.ready):
-            m.d.comb += [wp.en.eq(1), wp.addr.eq(out_i * MAXN + ocol), wp.data.eq(uo.w)]
-            last_el = (out_r == R - 1) | (ocol + 1 >= self.n)
+        with m.If(ev):
+            out_step()
             for r in range(R):
                 with m.If(out_r == r):
-                    m.d.sync += task[r].eq(uo.w)
-            m.d.sync += out_r.eq(out_r + 1)
-            with m.If(last_el):
-                m.d.sync += [out_r.eq(0), o_valid.eq(1), o_row.eq(out_i), o_grp.eq(out_g)]
-                for r in range(R):
-                    cur = Mux(out_r == r, uo.w, task[r])
-                    valid_col = (out_g << lg) + r < self.n
-                    m.d.sync += [o_mant[r].eq(Mux(valid_col & (r <= out_r), cur, 0)),
-                                 o_exp[r].eq(Mux(valid_col & (r <= out_r), MASTER_EA, 0))]
-                with m.If(out_g + 1 == groups):
-                    m.d.sync += [out_g.eq(0), out_i.eq(out_i + 1)]
-                    with m.If(out_i + 1 == self.m):
-                        m.d.sync += out_done.eq(1)
-                with m.Else():
-                    m.d.sync += out_g.eq(out_g + 1)
-
-        # ---- pass 1: transposed task beats from the master buffer ----------------------------
-        t_j = Signal(w["n"] + 1)  # output row = column of the master
-        t_g = Signal(w["m"] + 2)
-        t_r = Signal(range(R + 1))
-        t_done = Signal()
-        t_prev = Signal()  # a read was issued last cycle
-        t_prev_r = Signal(range(R + 1))
-        t_prev_valid = Signal()  # its row was < m
-        t_prev_last = Signal()
-        t_prev_j = Signal.like(t_j)
-        t_prev_g = Signal.like(t_g)
-        t_task = Signal(data.ArrayLayout(signed(32), R))
-        t_row = (t_g << lg) + t_r  # master row
-        m.d.comb += rp.addr.eq(t_row * MAXN + t_j)
-        m.d.sync += t_prev.eq(0)
-        with m.If(running & self.mode & ~t_done):
-            m.d.sync += [t_prev.eq(1), t_prev_r.eq(t_r), t_prev_valid.eq(t_row < self.m),
-                         t_prev_last.eq(t_r == R - 1), t_prev_j.eq(t_j), t_prev_g.eq(t_g),
-                         t_r.eq(t_r + 1)]
-            with m.If(t_r == R - 1):
-                m.d.sync += t_r.eq(0)
-                with m.If(t_g + 1 == groups):
-                    m.d.sync += [t_g.eq(0), t_j.eq(t_j + 1)]
-                    with m.If(t_j + 1 == self.n):
-                        m.d.sync += t_done.eq(1)
-                with m.Else():
-                    m.d.sync += t_g.eq(t_g + 1)
-        with m.If(t_prev):
-            val = Mux(t_prev_valid, rp.data, 0)
-            for r in range(R):
-                with m.If(t_prev_r == r):
-                    m.d.sync += t_task[r].eq(val)
-            with m.If(t_prev_last):
-                m.d.sync += [o_valid.eq(1), o_row.eq(t_prev_j), o_grp.eq(t_prev_g)]
-                for r in range(R):
-                    cur = Mux(t_prev_r == r, val, t_task[r])
-                    ok = ((t_prev_g << lg) + r) < self.m
-                    m.d.sync += [o_mant[r].eq(Mux(ok, cur, 0)),
-                                 o_exp[r].eq(Mux(ok, MASTER_EA, 0))]
+                    m.d.sync += [task[r].eq(d), have[r].eq(1)]
+                if r:
+                    with m.If(out_r == 0):
+                        m.d.sync += [task[r].eq(0), have[r].eq(0)]
+            with m.If(out_last_el):
+                m.d.sync += [o_valid.eq(1), o_row.eq(out_a), o_grp.eq(out_g)]
 
         m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.row.eq(o_row),
                      self.o.payload.grp.eq(o_grp)]
         for r in range(R):
-            m.d.comb += [self.o.payload.mant[r].eq(o_mant[r]),
-                         self.o.payload.exp[r].eq(o_exp[r])]
+            m.d.comb += [self.o.payload.mant[r].eq(task[r]),
+                         self.o.payload.exp[r].eq(Mux(have[r], MASTER_EA, 0))]
 
         # ---- control -------------------------------------------------------------------------
         with m.If(self.start):
-            m.d.sync += [running.eq(1), in_i.eq(0), in_g.eq(0), in_r.eq(0), in_have.eq(0),
-                         in_read.eq(0), in_done.eq(0), out_i.eq(0), out_g.eq(0), out_r.eq(0),
-                         out_done.eq(0), t_j.eq(0), t_g.eq(0), t_r.eq(0), t_done.eq(0)]
+            m.d.sync += [running.eq(1), in_have.eq(0), in_read.eq(0), *in_reset(), *out_reset()]
         with m.Elif(running):
-            fin = Mux(self.mode, t_done & ~t_prev & ~o_valid, out_done & ~o_valid)
-            with m.If(fin):
+            with m.If(out_done & ~o_valid):
                 m.d.sync += [running.eq(0), self.done.eq(1)]
         return m
