@@ -46,7 +46,7 @@ BFP8 converter's accumulator input with ``S = w'``, ``ea = 274 - frac_w`` (250),
 16 consecutive masters along Co (``golden.update.requantize``).
 """
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -78,31 +78,47 @@ UPDATE_OUT = data.StructLayout({"w": signed(WORD_W), "v": signed(WORD_W)})
 
 
 def _sat(m, x, name):
-    """``x`` clamped to ``[-SAT, SAT]`` as a signed ``WORD_W``-bit signal."""
+    """``x`` clamped to ``[-SAT, SAT]`` as a signed ``WORD_W``-bit signal (sign-bit logic, no
+    comparators: ``x`` fits iff its bits from ``WORD_W - 1`` up are all equal, and is not
+    ``-2**31``)."""
     out = Signal(signed(WORD_W), name=name)
-    m.d.comb += out.eq(Mux(x > _SAT, _SAT, Mux(x < -_SAT, -_SAT, x)))
+    sign = x[-1]
+    hi = x[WORD_W - 1:]
+    ovf = Signal(name=f"{name}_ovf")
+    m.d.comb += ovf.eq(Mux(sign, ~hi.all() | ~x[:WORD_W - 1].any(), hi.any()))
+    m.d.comb += out.eq(Mux(ovf, Mux(sign, -_SAT, _SAT), x[:WORD_W]))
     return out
 
 
 def _rne(m, x, amt, name):
-    """``x * 2**-amt`` rounded half to even; ``x`` signed, ``amt`` unsigned (module docstring)."""
-    width = len(x)
-    cap = width + 1
-    amt_c = Signal(range(cap + 1), name=f"{name}_amt")
-    m.d.comb += amt_c.eq(Mux(amt > cap, cap, amt))
-    x2 = Signal(signed(width + 1), name=f"{name}_x2")
-    m.d.comb += x2.eq(x << 1)
-    y = Signal(signed(width + 1), name=f"{name}_y")
-    m.d.comb += y.eq(x2 >> amt_c)
-    mask = Signal(cap, name=f"{name}_mask")
-    m.d.comb += mask.eq((Const(1, unsigned(cap + 1)) << amt_c) - 1)
-    sticky = Signal(name=f"{name}_sticky")
-    m.d.comb += sticky.eq((x2.as_unsigned() & mask) != 0)
-    q = y[1:].as_signed()
-    up = y[0] & (sticky | q[0])
-    out = Signal(signed(width + 1), name=name)
-    m.d.comb += out.eq(q + up)
-    return out
+    """``x * 2**-amt`` rounded half to even as ``(q, up)``: ``q`` the floored quotient (signed,
+    ``len(x)`` bits), ``up`` the rounding increment (module docstring); ``amt`` unsigned.
+
+    A logarithmic arithmetic right shift of ``x`` extended by a zero guard position; every
+    stage ORs the bits it drops into the sticky bit. Amount bits worth the whole width or more
+    set every stage (the shift saturates to the sign, the sticky to ``x != 0``).
+    """
+    width = len(x) + 1
+    nst = width.bit_length()  # stages 1, 2, ..., 2**(nst-1): together >= width
+    a = Signal(nst, name=f"{name}_a")
+    if len(amt) > nst:
+        big = amt[nst:].any()
+        m.d.comb += a.eq(amt[:nst] | big.replicate(nst))
+    else:
+        m.d.comb += a.eq(amt)
+    cur = Signal(signed(width), name=f"{name}_x2")
+    m.d.comb += cur.eq(x << 1)
+    sticky = Const(0, 1)
+    for k in range(nst):
+        s = 1 << k
+        nxt = Signal(signed(width), name=f"{name}_s{k}")
+        m.d.comb += nxt.eq(Mux(a[k], cur >> s, cur))
+        sticky = sticky | (a[k] & cur[:min(s, width)].any())
+        cur = nxt
+    q = Signal(signed(width - 1), name=f"{name}_q")
+    up = Signal(name=f"{name}_up")
+    m.d.comb += [q.eq(cur[1:]), up.eq(cur[0] & (sticky | q[0]))]
+    return q, up
 
 
 class UpdateUnit(wiring.Component):
@@ -176,19 +192,32 @@ class UpdateUnit(wiring.Component):
 
         p = self.i.payload
 
-        # s1: gradient alignment; the two products.
+        # s1: gradient alignment (d = ea - (274 - frac_v): left shift by d >= 0, rounding right
+        # shift by -d); the two products.
         s = p.grad_mant
-        ea = Signal(signed(REC_EXP_W + 1))
-        d = Signal(signed(REC_EXP_W + 2))  # left shift amount (negative: right shift)
-        m.d.comb += [ea.eq(p.grad_exp), d.eq(ea - (_ACC_SHIFT - fv))]
-        left_amt = Signal(range(WORD_W))
-        m.d.comb += left_amt.eq(Mux(d >= WORD_W - 1, WORD_W - 1, d[:5]))
-        right_amt = Signal(REC_EXP_W + 1)
+        d = Signal(signed(REC_EXP_W + 2))
+        m.d.comb += d.eq(p.grad_exp - (_ACC_SHIFT - fv))
+        dneg = d[-1]
+        # left: s << d fits in 32 bits iff s's top d + 1 bits are equal (ok[d]); d >= 32 only
+        # for s == 0; a fitting -2**31 becomes -SAT
+        left_amt = d[:5]
+        ok = Signal(WORD_W)
+        okb = [Const(1, 1)]
+        for k in range(1, WORD_W):
+            okb.append(okb[-1] & ~(s[WORD_W - 1 - k] ^ s[WORD_W - 1]))
+        m.d.comb += ok.eq(Cat(*okb))
+        fits = Signal()
+        m.d.comb += fits.eq(Mux(d[5:].any(), ok[-1] & ~s[-1], ok.bit_select(left_amt, 1)))
+        y = Signal(WORD_W)
+        m.d.comb += y.eq(s << left_amt)
+        y_min = y[-1] & ~y[:-1].any()
+        g_left = Mux(fits, Cat(y[0] | y_min, y[1:]).as_signed(), Mux(s[-1], -_SAT, _SAT))
+        # right (|result| <= 2**30: never saturates)
+        right_amt = Signal(REC_EXP_W + 2)
         m.d.comb += right_amt.eq(-d)
-        g_right = _rne(m, s, right_amt, "s0_gr")
-        g_left = Signal(signed(2 * WORD_W - 1))
-        m.d.comb += g_left.eq(s << left_amt)
-        s1_g = Signal(signed(2 * WORD_W - 1))
+        g_q, g_up = _rne(m, s, right_amt, "s0_gr")
+        s1_g = Signal(signed(WORD_W))
+        s1_gup = Signal()
         s1_pm = Signal(signed(WORD_W + HP_MANT_W + 1))
         s1_pw = Signal(signed(WORD_W + HP_MANT_W + 1))
         s1_w = Signal(signed(WORD_W))
@@ -197,7 +226,8 @@ class UpdateUnit(wiring.Component):
         s1_ws = Signal(HP_SHIFT_W)
         with m.If(en):
             m.d.sync += [
-                s1_g.eq(Mux(d >= 0, g_left, g_right)),
+                s1_g.eq(Mux(dneg, g_q, g_left)),
+                s1_gup.eq(dneg & g_up),
                 s1_pm.eq(self.momentum.mant * p.v),
                 s1_pw.eq(self.weight_decay.mant * p.w),
                 s1_w.eq(p.w),
@@ -206,28 +236,32 @@ class UpdateUnit(wiring.Component):
                 s1_ws.eq(self.weight_decay.shift),
             ]
 
-        # s2: saturate g; round the products to the velocity's LSB.
-        mv = _rne(m, s1_pm, s1_ms, "s1_mv")
+        # s2: round the products to the velocity's LSB (increments kept apart).
+        mv_q, mv_up = _rne(m, s1_pm, s1_ms, "s1_mv")
         pw = Signal(signed(len(s1_pw) + wd_pre))
         m.d.comb += pw.eq(s1_pw << wd_pre)
-        wd = _rne(m, pw, s1_ws + wd_add, "s1_wd")
+        wd_amt = Signal(HP_SHIFT_W + 1)
+        m.d.comb += wd_amt.eq(s1_ws + wd_add)
+        wd_q, wd_up = _rne(m, pw, wd_amt, "s1_wd")
         s2_g = Signal(signed(WORD_W))
-        s2_mv = Signal.like(mv)
-        s2_wd = Signal.like(wd)
+        s2_mv = Signal.like(mv_q)
+        s2_wd = Signal.like(wd_q)
+        s2_up = Signal(2)  # the three increments, at most 3
         s2_w = Signal(signed(WORD_W))
         s2_lr = Signal(HYPER)
         with m.If(en):
             m.d.sync += [
-                s2_g.eq(_sat(m, s1_g, "s1_gsat")),
-                s2_mv.eq(mv),
-                s2_wd.eq(wd),
+                s2_g.eq(s1_g),
+                s2_mv.eq(mv_q),
+                s2_wd.eq(wd_q),
+                s2_up.eq(mv_up + wd_up + s1_gup),
                 s2_w.eq(s1_w),
                 s2_lr.eq(s1_lr),
             ]
 
         # s3: the new velocity.
         total = Signal(signed(max(len(s2_mv), len(s2_wd)) + 2))
-        m.d.comb += total.eq(s2_mv + s2_g + s2_wd)
+        m.d.comb += total.eq(s2_mv + s2_g + s2_wd + s2_up)
         s3_v = Signal(signed(WORD_W))
         s3_w = Signal(signed(WORD_W))
         s3_lr = Signal(HYPER)
@@ -251,19 +285,22 @@ class UpdateUnit(wiring.Component):
                 s4_ls.eq(s3_lr.shift),
             ]
 
-        # s5: round the step to the master's LSB.
+        # s5: round the step to the master's LSB (increment kept apart).
         pl = Signal(signed(len(s4_pl) + lr_pre))
         m.d.comb += pl.eq(s4_pl << lr_pre)
-        step = _rne(m, pl, s4_ls + lr_add, "s4_step")
-        s5_step = Signal.like(step)
+        lr_amt = Signal(HP_SHIFT_W + 1)
+        m.d.comb += lr_amt.eq(s4_ls + lr_add)
+        st_q, st_up = _rne(m, pl, lr_amt, "s4_step")
+        s5_q = Signal.like(st_q)
+        s5_up = Signal()
         s5_v = Signal(signed(WORD_W))
         s5_w = Signal(signed(WORD_W))
         with m.If(en):
-            m.d.sync += [s5_step.eq(step), s5_v.eq(s4_v), s5_w.eq(s4_w)]
+            m.d.sync += [s5_q.eq(st_q), s5_up.eq(st_up), s5_v.eq(s4_v), s5_w.eq(s4_w)]
 
         # s6: the new master, into the output register.
-        diff = Signal(signed(max(len(s5_step), WORD_W) + 1))
-        m.d.comb += diff.eq(s5_w - s5_step)
+        diff = Signal(signed(max(len(s5_q), WORD_W) + 2))
+        m.d.comb += diff.eq(s5_w - s5_q - s5_up)
         with m.If(en):
             m.d.sync += [
                 self.o.payload.w.eq(_sat(m, diff, "s5_wsat")),
