@@ -157,12 +157,12 @@ class UpdatePath(wiring.Component):
             return Cat(x[0] | (x == -(1 << 31)), x[1:]).as_signed()
 
         ui = uu.i.payload
+        # element in_r of the task: word_select gives a mux tree (a Switch gave a pmux twice
+        # the size)
         mant = Signal(signed(32))
         exp = Signal(16)
-        with m.Switch(in_r):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += [mant.eq(acc.mant[r]), exp.eq(acc.exp[r])]
+        m.d.comb += [mant.eq(acc.mant.as_value().word_select(in_r, 32)),
+                     exp.eq(acc.exp.as_value().word_select(in_r, len(acc.exp[0])))]
         m.d.comb += [ui.grad_mant.eq(mant), ui.grad_exp.eq(exp),
                      ui.w.eq(clamp(st[:32].as_signed())), ui.v.eq(clamp(st[32:].as_signed()))]
         m.d.comb += [self.carry_addr.row.eq(in_a), self.carry_addr.grp.eq(in_g)]
@@ -212,8 +212,9 @@ class UpdatePath(wiring.Component):
         o_valid = Signal()
         o_row = Signal(w["m"])
         o_grp = Signal(w["g"])
-        task = Signal(data.ArrayLayout(signed(32), R))
-        have = Signal(R)  # entry r holds an element of the task
+        # reset-less: the flip-flops' set/reset input then clears them (no LUT per bit)
+        task = Signal(data.ArrayLayout(signed(32), R), reset_less=True)
+        have = Signal(R, reset_less=True)  # entry r holds an element of the task
         m.d.sync += o_valid.eq(0)
         with m.If(ev):
             out_step()
