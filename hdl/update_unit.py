@@ -14,12 +14,16 @@ with ``sat`` the clamp to ``[-(2**31 - 1), 2**31 - 1]`` (nothing wraps) and ``rn
 velocity, ``golden.update.W_FRAC`` / ``V_FRAC``).
 
 Rounding shift in hardware (:func:`_rne`): ``x`` is extended by one zero bit below its LSB and
-shifted right arithmetically (floor) by ``r``; bit 0 of the result is the guard bit, the rest
-the floored quotient ``q``; the sticky bit is the OR of the bits shifted out below the guard.
-``q`` is incremented iff ``guard & (sticky | q[0])``. Shifts beyond the operand's width plus
-one give the same result as that cap (0), so the amount is capped there. A negative net shift
+shifted right arithmetically (floor) by ``r`` in a logarithmic shifter; bit 0 of the result is
+the guard bit, the rest the floored quotient ``q``; the sticky bit (the OR of the bits shifted
+out below the guard) is collected stage by stage. The increment ``up = guard & (sticky |
+q[0])`` is not added at once but enters the next adder (``v'``'s sum, ``w - step``). Amount bits
+worth the operand's width or more set every stage (same result: 0). A negative net shift
 (``frac_v > frac_w`` for the decay term, or the reverse for the step) is a constant left
-pre-shift of the product.
+pre-shift of the product. Saturation needs no comparator: a value fits iff its bits from 31 up
+are all equal and it is not ``-2**31``. The gradient's left shift (``ea > 274 - frac_v``) is
+built in 32 bits; it saturates unless the top ``d + 1`` bits of ``S`` are equal; its right
+shift never saturates (``|result| <= 2**30``).
 
 Pipeline (all stages advance together when the output register is free or being taken; a
 stalled output holds every stage):
@@ -27,13 +31,13 @@ stalled output holds every stage):
 ====== ===================================================================================
 stage  work
 ====== ===================================================================================
-``s1`` gradient: shift amount from ``ea``, left shift or rounding right shift of ``S``;
-       products ``momentum.mant * v`` and ``weight_decay.mant * w`` (32 x 16 bits)
-``s2`` saturation of ``g``; rounding shifts of the two products
-``s3`` ``v' = sat(mv + g + wd)`` (one 3-input adder, ~51 bits)
+``s1`` gradient: shift amount from ``ea``, saturating left shift or rounding right shift of
+       ``S``; products ``momentum.mant * v`` and ``weight_decay.mant * w`` (32 x 16 bits)
+``s2`` rounding shifts of the two products
+``s3`` ``v' = sat(mv + g + wd + increments)`` (one 3-input adder, ~51 bits)
 ``s4`` product ``lr.mant * v'`` (32 x 16 bits)
 ``s5`` its rounding shift
-``s6`` ``w' = sat(w - lr v')``: the output register
+``s6`` ``w' = sat(w - q - up)``: the output register
 ====== ===================================================================================
 
 Latency: an element accepted on ``i`` in cycle ``n`` is valid on ``o`` in cycle ``n + 6``.
