@@ -31,6 +31,29 @@ exponent stage, the mantissa stage; the whole pipeline stalls while ``o`` is val
 ready), ``busy`` falls after the last block has left. ``start`` begins the next tile (it must
 not come while ``busy``). ``rows`` and ``cblocks`` must be set before ``start`` and held during
 the tile. Mantissa -128 is not a BFP8 value (it reads as 0).
+
+**Fewer lanes** (``lanes = L`` of 8, 4, 2, 1; ``P = 16 / L`` steps a block; the above is
+``lanes = 16``). Same storage and results, ``L`` values handled per cycle, in and out. The
+skew becomes two-level: element ``(r, c)`` of a square is in bank ``L G + l`` with ``G = (c // L
++ r // L) % P`` and ``l = (c + r) % L`` (for ``L = 1`` the skew above), still at address ``16
+(nb max_cblocks + cb) + r``, so a row and a column each still touch every bank once.
+
+* Fill: a block takes ``P`` cycles (``i.ready`` in the last): step ``s`` writes its columns
+  ``L s .. L s + L - 1`` to bank group ``G = (s + r // L) % P``, rotated by ``r % L`` (an
+  ``L``-lane rotator), one word to each of ``L`` banks.
+* Drain, three stages each taking the same ``P`` steps, all stalling while ``o`` is valid and
+  not ready. Read: all 16 banks at once, the column's words stay on the read ports for ``P``
+  cycles. Key pass: step ``s`` takes bank group ``s`` and folds ``L`` keys into a running
+  maximum (the block exponent after the last step) and records their ``nz``. Mantissa pass:
+  the 16 words and ``nz`` bits, copied to hold registers when the key pass ends, step ``s``
+  re-quantizes bank group ``(s + j // L) % P``, i.e. output lanes ``L s .. L s + L - 1``
+  (rotated back by ``j % L``), into the output register, which is valid after the last step.
+
+A tile of ``F`` input and ``D`` output blocks takes ``P (F + D) + P + 2`` cycles without
+bubbles or back-pressure (``F + D + 3`` with 16 lanes). The ``L``-lane units are the
+per-value key (``|m|``, ``floor(log2|m|)``, ``E + log2``, flush test), the key maximum, the
+mantissa stage (shift, round half to even, clamp) and two ``L``-lane rotators; the 16-word
+hold registers and ``P``-way lane-group multiplexers are what narrowing adds.
 """
 
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed
@@ -38,24 +61,79 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .bfp_layouts import BFP_BLOCK, BLOCK
+from .bfp_converter import LANES
+from .bfp_layouts import BFP_BLOCK, BLOCK, reject
 
 __all__ = ["Transposer"]
 
 _WORD = data.StructLayout({"mant": 8, "exp": 8})
 
 
-def _rotate(m, lanes, amount):
-    """``out[b] = lanes[(b - amount) % 16]``: a 4-stage barrel rotator of 16 byte lanes."""
-    for k in range(4):
+def _rotate(m, lanes, amount, width=BLOCK):
+    """``out[b] = lanes[(b - amount) % width]``: a barrel rotator of ``width`` byte lanes."""
+    for k in range(width.bit_length() - 1):
         step = 1 << k
         nxt = []
-        for b in range(BLOCK):
+        for b in range(width):
             sig = Signal(8, name=f"rot{k}_{b}")
-            m.d.comb += sig.eq(Mux(amount[k], lanes[(b - step) % BLOCK], lanes[b]))
+            m.d.comb += sig.eq(Mux(amount[k], lanes[(b - step) % width], lanes[b]))
             nxt.append(sig)
         lanes = nxt
     return lanes
+
+
+def _key(m, mant, exp, live, name):
+    """``(nz, kz)``: is the value nonzero after flushing, and its key ``E + floor(log2|m|)``
+    (0 if not ``nz``)."""
+    mag = Signal(7, name=f"mag{name}")
+    m.d.comb += mag.eq(Mux(mant[7], -mant, mant)[:7])
+    log2 = Signal(range(7), name=f"log2_{name}")
+    for k in range(7):
+        with m.If(mag[k]):
+            m.d.comb += log2.eq(k)
+    key = Signal(9, name=f"key{name}")
+    m.d.comb += key.eq(exp + log2)
+    nz = Signal(name=f"nz{name}")
+    m.d.comb += nz.eq(live & (mag != 0) & (key >= 7))
+    kz = Signal(9, name=f"kz{name}")
+    m.d.comb += kz.eq(Mux(nz, key, 0))
+    return nz, kz
+
+
+def _max(m, keys):
+    """The largest of ``keys`` (9-bit), a comparator tree."""
+    keys = list(keys)
+    while len(keys) > 1:
+        nxt = [Signal(9) for _ in range(len(keys) // 2)]
+        for mx, a, b in zip(nxt, keys[0::2], keys[1::2], strict=False):
+            m.d.comb += mx.eq(Mux(a > b, a, b))
+        keys = nxt + keys[2 * len(nxt):]
+    return keys[0]
+
+
+def _block_exp(m, kmax):
+    """The block exponent for the largest key ``kmax`` (0: no nonzero value)."""
+    e_out = Signal(8)
+    m.d.comb += e_out.eq(Mux(kmax == 0, 0, Mux(kmax > 260, 254, kmax - 6)))
+    return e_out
+
+
+def _mantissa(m, mant, exp, nz, e_q, name):
+    """The re-quantized mantissa of ``mant * 2**(exp - 133)`` in a block of exponent ``e_q``."""
+    s = Signal(10, name=f"s{name}")  # E_out + 6 - E_r: < 16 unless the value is < 1/2
+    m.d.comb += s.eq(e_q + 6 - exp)
+    # m * 2**(6 - s) with 8 fraction bits; round half to even from the floor
+    v = Signal(signed(22), name=f"v{name}")
+    m.d.comb += v.eq(Cat(Const(0, 14), mant).as_signed() >> s[:4])
+    # rounding only for s >= 7 (|q| <= 64); |q| > 127 only at s = 5 (saturation,
+    # E = 255), where q = 2 m is exact: clamp to +-127
+    q = Signal(8, name=f"q{name}")
+    m.d.comb += q.eq(v[8:16] + (v[7] & ((v[:7] != 0) | v[8])))
+    over = v[16] ^ v[15] | (v[8:17] == 0x180)
+    qc = Mux(over, Mux(v[16], 0x81, 0x7F), q)
+    out = Signal(8, name=f"out{name}")
+    m.d.comb += out.eq(Mux(nz & (s[4:] == 0), qc, 0))
+    return out
 
 
 class _Requantizer(Elaboratable):
@@ -81,32 +159,10 @@ class _Requantizer(Elaboratable):
         keys = []
         lanes = []
         for r in range(BLOCK):
-            mant = self.mant[r]
-            mag = Signal(7, name=f"mag{r}")
-            m.d.comb += mag.eq(Mux(mant[7], -mant, mant)[:7])
-            log2 = Signal(range(7), name=f"log2_{r}")
-            for k in range(7):
-                with m.If(mag[k]):
-                    m.d.comb += log2.eq(k)
-            key = Signal(9, name=f"key{r}")
-            m.d.comb += key.eq(self.exp[r] + log2)
-            nz = Signal(name=f"nz{r}")
-            m.d.comb += nz.eq(self.live[r] & (mag != 0) & (key >= 7))
-            kz = Signal(9, name=f"kz{r}")
-            m.d.comb += kz.eq(Mux(nz, key, 0))
+            nz, kz = _key(m, self.mant[r], self.exp[r], self.live[r], r)
             keys.append(kz)
-            lanes.append((mant, self.exp[r], nz))
-
-        while len(keys) > 1:
-            nxt = []
-            for a, b in zip(keys[0::2], keys[1::2], strict=True):
-                mx = Signal(9)
-                m.d.comb += mx.eq(Mux(a > b, a, b))
-                nxt.append(mx)
-            keys = nxt
-        kmax = keys[0]
-        e_out = Signal(8)
-        m.d.comb += e_out.eq(Mux(kmax == 0, 0, Mux(kmax > 260, 254, kmax - 6)))
+            lanes.append((self.mant[r], self.exp[r], nz))
+        e_out = _block_exp(m, _max(m, keys))
 
         # ---- stage: block exponent + the lanes --------------------------------------------
         e_q = Signal(8)
@@ -121,18 +177,7 @@ class _Requantizer(Elaboratable):
         m.d.comb += self.e_out.eq(e_q)
 
         for r, (mant, exp, nz) in enumerate(held):
-            s = Signal(10, name=f"s{r}")  # E_out + 6 - E_r: < 16 unless the value is < 1/2
-            m.d.comb += s.eq(e_q + 6 - exp)
-            # m * 2**(6 - s) with 8 fraction bits; round half to even from the floor
-            v = Signal(signed(22), name=f"v{r}")
-            m.d.comb += v.eq(Cat(Const(0, 14), mant).as_signed() >> s[:4])
-            # rounding only for s >= 7 (|q| <= 64); |q| > 127 only at s = 5 (saturation,
-            # E = 255), where q = 2 m is exact: clamp to +-127
-            q = Signal(8, name=f"q{r}")
-            m.d.comb += q.eq(v[8:16] + (v[7] & ((v[:7] != 0) | v[8])))
-            over = v[16] ^ v[15] | (v[8:17] == 0x180)
-            qc = Mux(over, Mux(v[16], 0x81, 0x7F), q)
-            m.d.comb += self.out[r].eq(Mux(nz & (s[4:] == 0), qc, 0))
+            m.d.comb += self.out[r].eq(_mantissa(m, mant, exp, nz, e_q, r))
         return m
 
 
@@ -145,6 +190,10 @@ class Transposer(wiring.Component):
         Largest ``N`` (a multiple of 16).
     max_cblocks : int
         Largest ``C / 16``.
+    lanes : int
+        Values re-quantized per cycle (keyword-only): 16 (the default, one block per cycle in
+        and out) or 8, 4, 2, 1 (one block every ``16 // lanes`` cycles in and out, less area;
+        module docstring). The results are the same.
 
     Attributes
     ----------
@@ -160,18 +209,29 @@ class Transposer(wiring.Component):
         Begin a tile (one cycle).
     busy : Out(1)
         A tile is being filled or drained.
+
+    Raises
+    ------
+    ValueError
+        If ``max_rows`` is not a positive multiple of 16, ``max_cblocks`` not a positive
+        integer, or ``lanes`` not one of :data:`hdl.bfp_converter.LANES`.
     """
 
-    def __init__(self, max_rows: int, max_cblocks: int):
+    def __init__(self, max_rows: int, max_cblocks: int, *, lanes: int = BLOCK):
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 16 \
                 or max_rows % 16:
-            raise ValueError(f"Maximum rows must be a positive multiple of 16, not {max_rows!r}")
+            reject(self, ValueError(
+                f"Maximum rows must be a positive multiple of 16, not {max_rows!r}"))
         if isinstance(max_cblocks, bool) or not isinstance(max_cblocks, int) \
                 or max_cblocks < 1:
-            raise ValueError(f"Maximum column blocks must be a positive integer, not "
-                             f"{max_cblocks!r}")
+            reject(self, ValueError(
+                f"Maximum column blocks must be a positive integer, not {max_cblocks!r}"))
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in LANES:
+            reject(self, ValueError(
+                f"Lanes must be one of {', '.join(map(str, LANES))}, not {lanes!r}"))
         self._max_rows = max_rows
         self._max_cblocks = max_cblocks
+        self._lanes = lanes
         super().__init__({
             "i": In(stream.Signature(BFP_BLOCK)),
             "o": Out(stream.Signature(BFP_BLOCK)),
@@ -189,7 +249,13 @@ class Transposer(wiring.Component):
     def max_cblocks(self):
         return self._max_cblocks
 
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
     def elaborate(self, platform):
+        if self._lanes < BLOCK:
+            return self._elaborate_narrow()
         m = Module()
         nbs = self._max_rows // BLOCK
         mcb = self._max_cblocks
@@ -284,6 +350,170 @@ class Transposer(wiring.Component):
                 with m.If(n + 1 >= self.rows):
                     m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
                                  j.eq(0), nb.eq(0)]
+        with m.Elif(draining & ~more):
+            m.d.sync += draining.eq(0)
+        return m
+
+    def _elaborate_narrow(self):
+        """``lanes < 16`` (module docstring): fill and drain take ``P = 16 / lanes`` steps a
+        block."""
+        m = Module()
+        L = self._lanes
+        P = BLOCK // L
+        lw = L.bit_length() - 1  # log2 L
+        nbs = self._max_rows // BLOCK
+        mcb = self._max_cblocks
+        depth = self._max_rows * mcb
+
+        banks = []
+        for b in range(BLOCK):
+            mem = Memory(shape=_WORD, depth=depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            banks.append((mem.write_port(), mem.read_port()))
+
+        filling = Signal()
+        draining = Signal()
+        step = Signal(range(P))  # lane group of the block in each stage
+        last = Signal()
+        m.d.comb += last.eq(step == P - 1)
+        rd_valid = Signal()  # the read ports hold a block: key pass
+        h_valid = Signal()  # the hold registers hold a block: mantissa pass
+        m.d.comb += self.busy.eq(filling | draining | rd_valid | h_valid | self.o.valid)
+        advance = Signal()  # the drain pipeline moves
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+
+        # ---- fill: row n = 16 nb + r, step s: columns c = L s + i go to bank group
+        # G = (s + r // L) % P, lane (c + r) % L ------------------------------------------------
+        n = Signal(range(self._max_rows + 1))
+        cb = Signal(range(mcb + 1))
+        m.d.comb += self.i.ready.eq(filling & last)
+        waddr = Signal(range(depth))
+        m.d.comb += waddr.eq(Cat(n[:4], (n >> 4) * mcb + cb))
+        group = Signal(data.ArrayLayout(8, L))  # the step's L input mantissas
+        with m.Switch(step):
+            for g in range(P):
+                with m.Case(g):
+                    m.d.comb += group.eq(self.i.payload.mant.as_value()[8 * L * g:8 * L * (g + 1)])
+        rot = _rotate(m, [group[i] for i in range(L)], n[:lw], L)
+        wgroup = Signal(range(P))
+        m.d.comb += wgroup.eq(step + (n[lw:4] if lw < 4 else 0))
+        for b, (wp, _) in enumerate(banks):
+            m.d.comb += [wp.addr.eq(waddr), wp.data.exp.eq(self.i.payload.exp),
+                         wp.data.mant.eq(rot[b % L]),
+                         wp.en.eq(self.i.valid & filling & (wgroup == b // L))]
+
+        # ---- drain: output block (c, nb), c = 16 ccb + j, j = L g + i: bank (G, l) = L G + l
+        # holds row L ((G - g) % P) + (l - i) % L ---------------------------------------------
+        nb_total = Signal(range(nbs + 1))
+        m.d.comb += nb_total.eq((self.rows + BLOCK - 1) >> 4)
+        ccb = Signal(range(mcb + 1))
+        j = Signal(4)
+        nb = Signal(range(nbs + 1))
+        more = Signal()  # a read is still to be issued
+        issue = Signal()  # read the next block (all banks)
+        m.d.comb += issue.eq(advance & last)
+        base = Signal(range(nbs * mcb))
+        m.d.comb += base.eq(nb * mcb + ccb)
+        for b, (_, rp) in enumerate(banks):
+            row = Signal(4, name=f"rrow{b}")
+            m.d.comb += row.eq(Cat((b % L - j)[:lw], (b // L - (j >> lw))[:4 - lw]))
+            m.d.comb += [rp.addr.eq(Cat(row, base)), rp.en.eq(issue)]
+
+        rd_j = Signal(4)
+        left = Signal(range(self._max_rows + 1))  # rows - 16 nb of the words read
+        with m.If(issue):
+            m.d.sync += [rd_valid.eq(draining & more), rd_j.eq(j),
+                         left.eq(self.rows - Cat(Signal(4), nb))]
+            with m.If(draining & more):
+                # next position: nb fastest, then j, then ccb
+                with m.If(nb + 1 < nb_total):
+                    m.d.sync += nb.eq(nb + 1)
+                with m.Else():
+                    m.d.sync += nb.eq(0)
+                    with m.If(j == BLOCK - 1):
+                        with m.If(ccb + 1 < self.cblocks):
+                            m.d.sync += ccb.eq(ccb + 1)
+                        with m.Else():
+                            m.d.sync += more.eq(0)
+                    m.d.sync += j.eq(j + 1)
+
+        # key pass: step s looks at bank group s of the read ports
+        words = [rp.data for _, rp in banks]
+        k_words = Signal(data.ArrayLayout(_WORD, L))
+        with m.Switch(step):
+            for g in range(P):
+                with m.Case(g):
+                    m.d.comb += [k_words[lane].eq(words[L * g + lane]) for lane in range(L)]
+        nzs, keys = [], []
+        for lane in range(L):
+            row = Signal(4, name=f"krow{lane}")
+            m.d.comb += row.eq(Cat((lane - rd_j)[:lw], (step - (rd_j >> lw))[:4 - lw]))
+            live = (left > BLOCK - 1) | (row < left[:4])
+            nz, kz = _key(m, k_words[lane].mant, k_words[lane].exp, live, f"k{lane}")
+            nzs.append(nz)
+            keys.append(kz)
+        acc = Signal(9)  # the largest key of the steps so far
+        kmax = _max(m, [Mux(step == 0, 0, acc)] + keys)
+        nz_acc = Signal(BLOCK)  # nz of the steps so far, by bank
+        with m.If(advance):
+            m.d.sync += acc.eq(kmax)
+            with m.Switch(step):
+                for g in range(P):
+                    with m.Case(g):
+                        m.d.sync += nz_acc[L * g:L * (g + 1)].eq(Cat(nzs))
+
+        # mantissa pass: the block in the hold registers, step s: output lanes L s .. L s + L - 1
+        # from bank group (s + g) % P, lane l is row L s + (l - i) % L
+        h_words = Signal(data.ArrayLayout(_WORD, BLOCK))
+        h_nz = Signal(BLOCK)
+        h_e = Signal(8)
+        h_j = Signal(4)
+        with m.If(issue):
+            m.d.sync += [h_valid.eq(rd_valid), h_j.eq(rd_j), h_e.eq(_block_exp(m, kmax)),
+                         h_nz.eq(Cat(nz_acc[:BLOCK - L], Cat(nzs)))]
+            m.d.sync += [h_words[b].eq(words[b]) for b in range(BLOCK)]
+        hgroup = Signal(range(P))
+        m.d.comb += hgroup.eq(step + (h_j >> lw))
+        m_words = Signal(data.ArrayLayout(_WORD, L))
+        m_nz = Signal(L)
+        with m.Switch(hgroup):
+            for g in range(P):
+                with m.Case(g):
+                    m.d.comb += [m_words[lane].eq(h_words[L * g + lane]) for lane in range(L)]
+                    m.d.comb += m_nz.eq(h_nz[L * g:L * (g + 1)])
+        outs = [_mantissa(m, m_words[lane].mant, m_words[lane].exp, m_nz[lane], h_e, f"m{lane}")
+                for lane in range(L)]
+        # output lane L s + t is lane (t + i) % L
+        placed = _rotate(m, outs, (-h_j[:lw])[:lw], L)
+        with m.If(advance):
+            with m.Switch(step):
+                for g in range(P):
+                    with m.Case(g):
+                        m.d.sync += self.o.payload.mant.as_value()[8 * L * g:8 * L * (g + 1)].eq(
+                            Cat(placed))
+            m.d.sync += self.o.valid.eq(h_valid & last)
+            with m.If(last):
+                m.d.sync += self.o.payload.exp.eq(h_e)
+
+        # ---- control -----------------------------------------------------------------------
+        with m.If(filling):
+            with m.If(self.i.valid):
+                m.d.sync += step.eq(Mux(last, 0, step + 1))
+        with m.Elif(advance):
+            m.d.sync += step.eq(Mux(last, 0, step + 1))
+        with m.If(self.start):
+            m.d.sync += [filling.eq(1), draining.eq(0), n.eq(0), cb.eq(0), rd_valid.eq(0),
+                         step.eq(0)]
+        with m.Elif(filling & self.i.valid & last):
+            with m.If(cb + 1 < self.cblocks):
+                m.d.sync += cb.eq(cb + 1)
+            with m.Else():
+                m.d.sync += cb.eq(0)
+                m.d.sync += n.eq(n + 1)
+                with m.If(n + 1 >= self.rows):
+                    # the first read goes out in the first cycle of the drain
+                    m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
+                                 j.eq(0), nb.eq(0), step.eq(P - 1)]
         with m.Elif(draining & ~more):
             m.d.sync += draining.eq(0)
         return m

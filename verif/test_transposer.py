@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """Transposer (hdl.transposer) in the Amaranth simulator against ``golden.gemm.reblock``."""
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -60,36 +62,68 @@ def _tile(rng, rows, cblocks, sparsity, extremes=False):
     return e.reshape(rows, cblocks), m.reshape(rows, 16 * cblocks)
 
 
+def _spread_tile(rng, rows, cblocks):
+    """Rows whose exponents spread around a reference (``E_ref - 16 .. E_ref + 7``, clipped to
+    0 .. 255, ``E_ref`` from tiny to 255): flushes to zero, every shift and, with ``E = 255``
+    rows, saturation. Any mantissa, about a third of them zero."""
+    e_ref = int(rng.choice([1, 6, 9, 20, 130, 247, 253, 255]))
+    exp = np.clip(e_ref + rng.integers(-16, 8, (rows, cblocks)), 0, 255)
+    mant = rng.integers(-127, 128, (rows, 16 * cblocks))
+    mant = np.where(rng.random(mant.shape) < 0.3, 0, mant)
+    return exp, mant
+
+
+def _check(tiles, results):
+    for (exp, mant), (got, _) in zip(tiles, results, strict=True):
+        want_e, want_m = golden_reblock(exp, mant)
+        np.testing.assert_array_equal(np.array([g[0] for g in got]), want_e)
+        np.testing.assert_array_equal(np.array([g[1] for g in got]), want_m)
+
+
+@pytest.mark.parametrize("lanes", [16, 4, 1])
 @pytest.mark.parametrize("pacing", [(0.0, 0.0), (0.3, 0.3)])
-def test_transposer_matches_reblock(pacing, rng):
-    dut = Transposer(max_rows=48, max_cblocks=3)
+def test_transposer_matches_reblock(pacing, lanes, rng):
+    dut = Transposer(max_rows=48, max_cblocks=3, lanes=lanes)
     tiles = [_tile(rng, 48, 3, 0.5), _tile(rng, 17, 2, 0.9), _tile(rng, 5, 1, 0.0, True),
              _tile(rng, 32, 3, 1.0), _tile(rng, 16, 1, 0.3, True)]
-    for (exp, mant), (got, cycles) in zip(tiles, run_transposer(dut, tiles, rng, *pacing),
-                                          strict=True):
-        want_e, want_m = golden_reblock(exp, mant)
-        got_e = np.array([g[0] for g in got])
-        got_m = np.array([g[1] for g in got])
-        np.testing.assert_array_equal(got_e, want_e)
-        np.testing.assert_array_equal(got_m, want_m)
-        if pacing == (0.0, 0.0):
-            # one block per cycle in and out: fill, drain, 3 cycles of latency
-            assert cycles == exp.size + len(want_e) + 3, cycles
+    results = run_transposer(dut, tiles, rng, *pacing)
+    _check(tiles, results)
+    if pacing == (0.0, 0.0):
+        # a block every P = 16 / lanes cycles in and out: fill, drain, P + 2 cycles of latency
+        p = 16 // lanes
+        for (exp, _), (got, cycles) in zip(tiles, results, strict=True):
+            assert cycles == p * (exp.size + len(got)) + p + 2, cycles
 
 
-def test_transposer_random_shapes_backpressure(rng):
+@pytest.mark.parametrize("lanes", [16, 8, 4, 2, 1])
+def test_transposer_random_shapes_backpressure(lanes, rng):
     """Random ``rows`` / ``cblocks`` up to the maximum, heavy back-pressure on ``o``."""
-    dut = Transposer(max_rows=64, max_cblocks=4)
+    dut = Transposer(max_rows=64, max_cblocks=4, lanes=lanes)
     tiles = []
     for k in range(6):
         rows, cblocks = int(rng.integers(1, 65)), int(rng.integers(1, 5))
         tiles.append(_tile(rng, rows, cblocks, float(rng.choice([0.0, 0.5, 0.95])),
                            extremes=bool(k % 2)))
-    for (exp, mant), (got, _) in zip(tiles, run_transposer(dut, tiles, rng, 0.2, 0.6),
-                                     strict=True):
-        want_e, want_m = golden_reblock(exp, mant)
-        np.testing.assert_array_equal(np.array([g[0] for g in got]), want_e)
-        np.testing.assert_array_equal(np.array([g[1] for g in got]), want_m)
+    _check(tiles, run_transposer(dut, tiles, rng, 0.2, 0.6))
+
+
+@pytest.mark.parametrize("lanes", [16, 4, 1])
+def test_transposer_spread_exponents(lanes, rng):
+    """Ragged tiles with spread row exponents (flush to zero, saturation), input bubbles and
+    output back-pressure."""
+    dut = Transposer(max_rows=48, max_cblocks=2, lanes=lanes)
+    shapes = [(48, 2), (23, 1), (33, 2), (7, 2), (16, 1), (41, 1)]
+    tiles = [_spread_tile(rng, rows, cblocks) for rows, cblocks in shapes]
+    tiles[0][0][:, :] = np.clip(tiles[0][0], 245, 255)  # saturating rows for sure
+    tiles[0][0][::5, :] = 255
+    results = run_transposer(dut, tiles, rng, 0.25, 0.4)
+    _check(tiles, results)
+    # the cases this test is about did occur (golden's view)
+    want = [golden_reblock(exp, mant) for exp, mant in tiles]
+    assert any(((e == 254)[:, None] & (np.abs(m) == 127)).any() for e, m in want)
+    flushed = sum(int(np.count_nonzero(mt)) - int(np.count_nonzero(m)) for (_, mt), (_, m)
+                  in zip(tiles, want, strict=True))
+    assert flushed > 0
 
 
 def test_parameters_validated():
@@ -99,6 +133,12 @@ def test_parameters_validated():
     with pytest.raises(ValueError, match=r"^Maximum column blocks must be a positive integer, "
                                          r"not 0$"):
         Transposer(16, 0)
+    for bad in (3, 0, 32, -4, True, 4.0, "4"):
+        with pytest.raises(ValueError, match=rf"^Lanes must be one of 16, 8, 4, 2, 1, not "
+                                             rf"{re.escape(repr(bad))}$"):
+            Transposer(16, 1, lanes=bad)
+    assert Transposer(16, 1, lanes=4).lanes == 4
+    assert Transposer(16, 1).lanes == 16
 
 
 def _requantizer_cases(rng):
