@@ -100,8 +100,9 @@ class Accelerator(wiring.Component):
         16 (one block per cycle) or 8, 4, 2, 1 to save area on an FPGA (the board tops); the
         results are identical, a drain takes up to ``16 // drain_lanes`` times as long.
     load_lanes : int
-        Values per cycle of the HBM decoder (its ``lanes``), likewise: a nonzero block every
-        ``16 // load_lanes`` cycles.
+        Values per cycle of the HBM decoder and of the transposer (their ``lanes``), likewise:
+        a nonzero block every ``16 // load_lanes`` cycles, a re-blocked load a block every
+        ``16 // load_lanes`` cycles in and out.
 
     Attributes
     ----------
@@ -168,7 +169,7 @@ class Accelerator(wiring.Component):
         dp_rst = Signal()  # data path reset after an error
         rst = ResetInserter(dp_rst)
         dec = HBMDecoder(DATA_W, self._decoder_fifo, lanes=self._load_lanes)
-        tp = Transposer(cfg.max_k, max_cb)
+        tp = Transposer(cfg.max_k, max_cb, lanes=self._load_lanes)
         ad_a = BlockAdapter(w["m"], w["kb"])
         ad_b = BlockAdapter(w["n"], w["kb"])
         ad_m = MaskAdapter(w["m"], w["g"], R)

@@ -468,8 +468,9 @@ class Transposer(wiring.Component):
         h_nz = Signal(BLOCK)
         h_e = Signal(8)
         h_j = Signal(4)
+        e_new = _block_exp(m, kmax)
         with m.If(issue):
-            m.d.sync += [h_valid.eq(rd_valid), h_j.eq(rd_j), h_e.eq(_block_exp(m, kmax)),
+            m.d.sync += [h_valid.eq(rd_valid), h_j.eq(rd_j), h_e.eq(e_new),
                          h_nz.eq(Cat(nz_acc[:BLOCK - L], Cat(nzs)))]
             m.d.sync += [h_words[b].eq(words[b]) for b in range(BLOCK)]
         hgroup = Signal(range(P))
