@@ -46,6 +46,7 @@ from amaranth.utils import ceil_log2
 
 from .config import BLOCK, EngineConfig
 from .pe import ACC_W, EXP_W, P_W, S_W, AlignUnit
+from .regfifo import RegFIFO
 
 __all__ = ["Lane", "hdr_layout", "row_layout", "out_layout", "bexp_layout", "carry_layout",
            "carry_queue_depth", "widths"]
@@ -126,7 +127,7 @@ def _desc_layout(cfg):
 def _tok_layout(cfg):
     w = widths(cfg)
     return data.StructLayout({
-        "valid": 1, "real": 1, "first": 1, "lastblk": 1, "last": 1,
+        "valid": 1, "real": 1, "lastblk": 1, "last": 1,
         "i": w["m"], "g": w["g"], "en": cfg.rows, "s": data.ArrayLayout(S_W, cfg.rows),
     })
 
@@ -223,9 +224,12 @@ class Lane(wiring.Component):
         t_en = Signal(R)
         # carry queue: one entry per task, pushed in the cycle after the grant (t_pend, when
         # the carry data arrives), popped when the task's last token leaves the align stage
-        cq = fifo.SyncFIFO(width=carry_layout(cfg).size, depth=carry_queue_depth(cfg))
+        # (an entry is the raw carry data and a per-column keep bit; the align stage applies
+        # the keep bits in the same LUT as its fresh-task multiplexer)
+        cq_l = data.StructLayout({"data": carry_layout(cfg), "keep": R})
+        cq = fifo.SyncFIFO(width=cq_l.size, depth=carry_queue_depth(cfg))
         m.submodules.carry_fifo = cq
-        cq_w = Signal(carry_layout(cfg))
+        cq_w = Signal(cq_l)
         m.d.comb += [cq.w_data.eq(cq_w), cq.w_en.eq(t_pend)]
         m.d.comb += [
             self.task_req.eq(~t_pend & (~t_full | t_take) & cq.w_rdy),
@@ -242,10 +246,9 @@ class Lane(wiring.Component):
             m.d.comb += left.eq(self.n - (t_g << (R.bit_length() - 1)))
             colvalid = Cat(left > r for r in range(R))
             om = Mux(self.use_mask, self.om_data, (1 << R) - 1)
-            for r in range(R):  # columns >= n keep the reset state, also with carry
-                keep = self.carry & colvalid[r]
-                m.d.comb += [cq_w.mant[r].eq(Mux(keep, self.carry_data.mant[r], 0)),
-                             cq_w.exp[r].eq(Mux(keep, self.carry_data.exp[r], 0))]
+            # columns >= n keep the reset state, also with carry
+            m.d.comb += [cq_w.data.eq(self.carry_data),
+                         cq_w.keep.eq(Mux(self.carry, colvalid, 0))]
             m.d.sync += [
                 t_pend.eq(0), t_full.eq(1),
                 t_start.eq(self.row_data.start), t_count.eq(self.row_data.count),
@@ -319,7 +322,6 @@ class Lane(wiring.Component):
         wd = Signal(desc_l)
         w_valid = Signal()
         w_rem = Signal(BLOCK)
-        w_first = Signal(init=1)
         out_cnt = Signal(range(cfg.out_depth + 1))
         out_pop = Signal()
         rd = desc_l(fifo_d.r_data)
@@ -348,7 +350,7 @@ class Lane(wiring.Component):
         m.d.comb += load.eq(fifo_d.r_rdy & (~w_valid | (issue & lastblk)))
         m.d.comb += fifo_d.r_en.eq(load)
         with m.If(issue):
-            m.d.sync += [w_rem.eq(w_rem & (w_rem - 1)), w_first.eq(lastblk)]
+            m.d.sync += w_rem.eq(w_rem & (w_rem - 1))
             with m.If(lastblk & ~load):
                 m.d.sync += w_valid.eq(0)
         with m.If(load):
@@ -360,7 +362,7 @@ class Lane(wiring.Component):
         # ---- R: buffer reads ------------------------------------------------------------
         rt = Signal(tok_l)
         m.d.sync += [
-            rt.valid.eq(issue), rt.real.eq(~is_empty), rt.first.eq(w_first),
+            rt.valid.eq(issue), rt.real.eq(~is_empty),
             rt.lastblk.eq(lastblk), rt.last.eq(last_task), rt.i.eq(wd.i), rt.g.eq(wd.g),
             rt.en.eq(wd.en), rt.s.eq(wd.s),
         ]
@@ -369,8 +371,10 @@ class Lane(wiring.Component):
         m1 = Signal(tok_l)
         prod = Signal(data.ArrayLayout(signed(16), R))
         m.d.sync += m1.eq(rt)
+        a_val = Signal(signed(8))  # the A nonzero, 0 for a bubble or an empty marker
+        m.d.comb += a_val.eq(Mux(rt.valid & rt.real, self.nz_data, 0))
         for r in range(R):
-            m.d.sync += prod[r].eq(Mux(rt.valid & rt.real, self.nz_data * self.bm_data[r], 0))
+            m.d.sync += prod[r].eq(a_val * self.bm_data[r])
 
         # nonzero products of enabled outputs (prod is 0 unless the token is real)
         nzc = Signal(range(R + 1))
@@ -378,30 +382,37 @@ class Lane(wiring.Component):
         m.d.comb += self.nz_macs.eq(nzc)
 
         # ---- M2: block partials ---------------------------------------------------------
+        # pacc is 0 at every block's first token: it starts at 0 (reset) and returns to 0
+        # with each block's last token (a synchronous reset, no adder-input multiplexer). The
+        # align stage gets (p, s) = (0, 0) for a zero partial or a disabled PE: the
+        # AlignUnit's idle step, so the accumulators need no hold multiplexer.
         pacc = Signal(data.ArrayLayout(signed(P_W), R))
         al = Signal(tok_l)
         al_p = Signal(data.ArrayLayout(signed(P_W), R))
+        al_s = Signal(data.ArrayLayout(unsigned(S_W), R))
         m.d.sync += al.valid.eq(0)
         with m.If(m1.valid):
             for r in range(R):
-                psum = Mux(m1.first, 0, pacc[r]) + prod[r]
-                m.d.sync += pacc[r].eq(psum)
+                psum = Signal(signed(P_W), name=f"psum{r}")
+                m.d.comb += psum.eq(pacc[r] + prod[r])
+                m.d.sync += pacc[r].eq(Mux(m1.lastblk, 0, psum))
                 with m.If(m1.lastblk):
-                    m.d.sync += al_p[r].eq(psum)
+                    m.d.sync += [al_p[r].eq(Mux(m1.en[r], psum, 0)),
+                                 al_s[r].eq(Mux(m1.en[r] & (psum != 0), m1.s[r], 0))]
             with m.If(m1.lastblk):
                 m.d.sync += al.eq(m1)
 
         # ---- A: align into the accumulators ---------------------------------------------
         acc_s = Signal(data.ArrayLayout(signed(ACC_W), R))
         acc_e = Signal(data.ArrayLayout(unsigned(EXP_W), R))
-        fifo_o = fifo.SyncFIFO(width=out_layout(cfg).size, depth=cfg.out_depth)
+        fifo_o = RegFIFO(width=out_layout(cfg).size, depth=cfg.out_depth)
         m.submodules.out_fifo = fifo_o
         ow = Signal(out_layout(cfg))
         m.d.comb += [ow.row.eq(al.i), ow.grp.eq(al.g)]
         # a task's first token starts from its carry-queue entry (the reset state with
         # carry = 0), the others from the accumulators
         fresh = Signal(init=1)
-        head = carry_layout(cfg)(cq.r_data)
+        head = cq_l(cq.r_data)
         with m.If(al.valid):
             m.d.sync += fresh.eq(al.last)
         m.d.comb += cq.r_en.eq(al.valid & al.last)
@@ -409,9 +420,9 @@ class Lane(wiring.Component):
             au = AlignUnit()
             m.submodules[f"pe{r}"] = au
             m.d.comb += [
-                au.acc_s.eq(Mux(fresh, head.mant[r], acc_s[r])),
-                au.acc_e.eq(Mux(fresh, head.exp[r], acc_e[r])), au.p.eq(al_p[r]),
-                au.s.eq(al.s[r]), au.live.eq(al.valid & al.en[r]),
+                au.acc_s.eq(Mux(fresh, Mux(head.keep[r], head.data.mant[r], 0), acc_s[r])),
+                au.acc_e.eq(Mux(fresh, Mux(head.keep[r], head.data.exp[r], 0), acc_e[r])),
+                au.p.eq(al_p[r]), au.s.eq(al_s[r]),
                 ow.mant[r].eq(au.new_s), ow.exp[r].eq(au.new_e),
             ]
             with m.If(al.valid):

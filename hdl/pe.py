@@ -4,13 +4,18 @@ Within one 16-value block, a PE sums its integer products exactly (``|p| < 2**18
 block's end the partial, with exponent ``s = EA + EB`` (a biased sum), joins the accumulator
 ``(S, ea)`` with the rule of :mod:`golden.gemm` (the contract):
 
-* ``q = p << GUARD``; a partial with ``p == 0`` (or a disabled PE) changes nothing;
+* ``q = p << GUARD``; a partial with ``p == 0`` changes nothing;
 * if ``s > ea``: ``T = (S >> (s - ea)) + q`` and ``ea = s``; else ``T = S + (q >> (ea - s))``,
   flooring shifts, capped at ``ACC_W - 1`` (the result is then 0 or -1);
 * if ``T`` does not fit ``ACC_W`` signed bits: ``T >>= 1`` and ``ea += 1``; ``S = T``.
 
 Only one operand is shifted at a time, so the unit has one barrel shifter, one adder and a
 one-bit renormalization; it is combinational, one block per cycle.
+
+The unit has no hold multiplexer: a zero partial (or a disabled PE) must come as the *idle
+step* ``(p, s) = (0, 0)``, for which the arithmetic itself returns ``(S, ea)`` unchanged
+(``s = 0`` is never above ``ea``, so ``T = S + (0 >> d) = S``, which fits). The lane zeroes
+``s`` with the partial's register (a synchronous reset, no logic), saving 42 LUTs per PE.
 """
 
 from amaranth import Module, Mux, signed, unsigned
@@ -38,9 +43,7 @@ class AlignUnit(wiring.Component):
     p : In(signed(19))
         Block partial (exact integer sum of the block's products).
     s : In(unsigned(9))
-        Exponent of the partial, ``EA + EB``.
-    live : In(1)
-        PE enabled for this block (output mask, B block present); with ``p == 0`` it is ignored.
+        Exponent of the partial, ``EA + EB``; must be 0 when ``p == 0`` (the idle step).
     new_s : Out(signed(32))
         ``S`` after the step.
     new_e : Out(unsigned(10))
@@ -51,7 +54,6 @@ class AlignUnit(wiring.Component):
     acc_e: In(unsigned(EXP_W))
     p: In(signed(P_W))
     s: In(unsigned(S_W))
-    live: In(1)
     new_s: Out(signed(ACC_W))
     new_e: Out(unsigned(EXP_W))
 
@@ -67,9 +69,5 @@ class AlignUnit(wiring.Component):
         over = t[ACC_W] != t[ACC_W - 1]
         ts = Mux(over, t[1:ACC_W + 1], t[:ACC_W]).as_signed()
         te = (Mux(up, self.s, self.acc_e) + over)[:EXP_W]
-        take = self.live & (self.p != 0)
-        m.d.comb += [
-            self.new_s.eq(Mux(take, ts, self.acc_s)),
-            self.new_e.eq(Mux(take, te, self.acc_e)),
-        ]
+        m.d.comb += [self.new_s.eq(ts), self.new_e.eq(te)]
         return m

@@ -1,0 +1,80 @@
+"""A small synchronous FIFO in flip-flops, for shallow and wide queues.
+
+``amaranth.lib.fifo.SyncFIFO`` keeps its entries in a memory with an asynchronous read port,
+which Yosys maps to distributed RAM. On the ECP5 a ``TRELLIS_DPR16X4`` (16 x 4 bits) occupies
+three slices, six LUT positions, whatever the depth: a 672-bit queue costs about 1,000 LUT
+positions at depth 2. :class:`RegFIFO` holds its ``depth`` entries in registers written with a
+clock enable and reads through a ``depth``-to-1 multiplexer: at depth 2 one LUT per bit.
+
+The interface is the subset of ``SyncFIFO`` the engine uses, with the same timing:
+``w_en & w_rdy`` writes, ``r_en & r_rdy`` reads, ``r_data`` shows the head combinationally
+(first-word fall-through), and an entry written in a cycle can be read in the next one.
+"""
+
+from amaranth import Array, Elaboratable, Module, Mux, Signal
+from amaranth.utils import ceil_log2
+
+__all__ = ["RegFIFO"]
+
+
+class RegFIFO(Elaboratable):
+    """First-word fall-through FIFO of ``depth`` entries of ``width`` bits, in flip-flops.
+
+    Parameters
+    ----------
+    width : int
+        Bits per entry (at least 1).
+    depth : int
+        Entries (at least 1; at most 8: deeper queues belong in RAM).
+
+    Attributes
+    ----------
+    w_data, w_en, w_rdy, r_data, r_en, r_rdy, level :
+        As ``amaranth.lib.fifo.SyncFIFO``.
+    """
+
+    def __init__(self, *, width: int, depth: int):
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 8:
+            raise ValueError(f"depth must be an integer from 1 to 8, not {depth!r}")
+        self.width = width
+        self.depth = depth
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal()
+        self.r_data = Signal(width)
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+        self.level = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.depth
+        store = Array(Signal(self.width, name=f"entry{i}") for i in range(d))
+        wp = Signal(max(1, ceil_log2(d)))
+        rp = Signal(max(1, ceil_log2(d)))
+        do_w = Signal()
+        do_r = Signal()
+        m.d.comb += [
+            self.w_rdy.eq(self.level != d),
+            self.r_rdy.eq(self.level != 0),
+            do_w.eq(self.w_en & self.w_rdy),
+            do_r.eq(self.r_en & self.r_rdy),
+            self.r_data.eq(store[rp]),
+        ]
+        with m.If(do_w):
+            m.d.sync += [store[wp].eq(self.w_data), wp.eq(_next(wp, d))]
+        with m.If(do_r):
+            m.d.sync += rp.eq(_next(rp, d))
+        m.d.sync += self.level.eq(self.level + do_w - do_r)
+        return m
+
+
+def _next(ptr, depth):
+    """``ptr + 1`` modulo ``depth``."""
+    if depth == 1:
+        return 0
+    if depth & (depth - 1) == 0:
+        return ptr + 1
+    return Mux(ptr == depth - 1, 0, ptr + 1)
