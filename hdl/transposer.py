@@ -33,27 +33,32 @@ not come while ``busy``). ``rows`` and ``cblocks`` must be set before ``start`` 
 the tile. Mantissa -128 is not a BFP8 value (it reads as 0).
 
 **Fewer lanes** (``lanes = L`` of 8, 4, 2, 1; ``P = 16 / L`` steps a block; the above is
-``lanes = 16``). Same storage and results, ``L`` values handled per cycle, in and out. The
-skew becomes two-level: element ``(r, c)`` of a square is in bank ``L G + l`` with ``G = (c // L
-+ r // L) % P`` and ``l = (c + r) % L`` (for ``L = 1`` the skew above), still at address ``16
-(nb max_cblocks + cb) + r``, so a row and a column each still touch every bank once.
+``lanes = 16``). Same results, ``L`` values handled per cycle, in and out. Storage: ``L`` lane
+memories of ``P max_rows max_cblocks`` words (the same bits as the 16 banks); lane memory ``l``
+holds the banks ``(G, l)``, ``G = 0 .. P - 1``, word ``a`` of bank ``G`` at ``P a + G``. The
+skew is two-level: element ``(r, c)`` of a square is in bank ``(G, l)``, ``G = (c // L + r //
+L) % P``, ``l = (c + r) % L``, word ``16 (nb max_cblocks + cb) + r``, so any ``L`` consecutive
+elements of a row or of a column are in different lane memories. Each lane memory has a
+read/write port (fill writes, the key pass reads) and a read port (the mantissa pass): one
+set of block RAMs on ECP5 (16 DP16KDs for ``Transposer(256, 4)``, as with 16 lanes), two
+copies on iCE40 (whose EBRs have one read port).
 
-* Fill: a block takes ``P`` cycles (``i.ready`` in the last): step ``s`` writes its columns
-  ``L s .. L s + L - 1`` to bank group ``G = (s + r // L) % P``, rotated by ``r % L`` (an
-  ``L``-lane rotator), one word to each of ``L`` banks.
-* Drain, three stages each taking the same ``P`` steps, all stalling while ``o`` is valid and
-  not ready. Read: all 16 banks at once, the column's words stay on the read ports for ``P``
-  cycles. Key pass: step ``s`` takes bank group ``s`` and folds ``L`` keys into a running
-  maximum (the block exponent after the last step) and records their ``nz``. Mantissa pass:
-  the 16 words and ``nz`` bits, copied to hold registers when the key pass ends, step ``s``
-  re-quantizes bank group ``(s + j // L) % P``, i.e. output lanes ``L s .. L s + L - 1``
-  (rotated back by ``j % L``), into the output register, which is valid after the last step.
+* Fill: a block takes ``P`` cycles (``i.ready`` in the last); step ``s`` writes columns ``L s
+  .. L s + L - 1`` to bank group ``G = (s + r // L) % P``, rotated by ``r % L`` (an ``L``-lane
+  rotator).
+* Drain, output block ``(c, nb)``, ``c = 16 ccb + j``, ``j = L g + i``. Key pass: step ``s``
+  reads bank group ``s`` (rows ``L ((s - g) % P) + (l - i) % L``) and folds its ``L`` keys
+  into a running maximum, the block exponent after the last step, and records their ``nz``.
+  Mantissa pass, the previous block's at the same time: step ``s`` reads bank group ``(s + g)
+  % P``, which holds output lanes ``L s .. L s + L - 1`` (rotated by ``i``), and re-quantizes
+  them into the output register, valid after the last step. Both passes and the output stall
+  while ``o`` is valid and not ready.
 
 A tile of ``F`` input and ``D`` output blocks takes ``P (F + D) + P + 2`` cycles without
-bubbles or back-pressure (``F + D + 3`` with 16 lanes). The ``L``-lane units are the
-per-value key (``|m|``, ``floor(log2|m|)``, ``E + log2``, flush test), the key maximum, the
-mantissa stage (shift, round half to even, clamp) and two ``L``-lane rotators; the 16-word
-hold registers and ``P``-way lane-group multiplexers are what narrowing adds.
+bubbles or back-pressure (``F + D + 3`` with 16 lanes). Per value, ``L`` of each: the key
+(``|m|``, ``floor(log2|m|)``, ``E + log2``, flush test), the key maximum, the mantissa stage
+(shift, round half to even, clamp); plus two ``L``-lane rotators and no hold registers or
+lane multiplexers (the lane memories' addresses select the group).
 """
 
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed
@@ -361,23 +366,32 @@ class Transposer(wiring.Component):
         L = self._lanes
         P = BLOCK // L
         lw = L.bit_length() - 1  # log2 L
+        pw = 4 - lw  # log2 P
         nbs = self._max_rows // BLOCK
         mcb = self._max_cblocks
         depth = self._max_rows * mcb
 
-        banks = []
-        for b in range(BLOCK):
-            mem = Memory(shape=_WORD, depth=depth, init=[])
-            m.submodules[f"bank{b}"] = mem
-            banks.append((mem.write_port(), mem.read_port()))
+        # lane memory l holds banks (G, l), G = 0 .. P - 1: word a of bank G at P a + G. Port
+        # A writes (fill) or reads for the key pass (drain), port B reads for the mantissa pass.
+        lmems = []
+        for lane in range(L):
+            # Port B's register is written out (an asynchronous read port and a flip-flop) so
+            # that Yosys's ``no_rw_check`` applies to it: its read-during-write behaviour is
+            # then free (fill and drain never overlap) and port A can be shared by the write
+            # port and the key-pass read port: one RAM, not two copies.
+            mem = Memory(shape=_WORD, depth=P * depth, init=[], attrs={"no_rw_check": 1})
+            m.submodules[f"lane{lane}"] = mem
+            lmems.append((mem.write_port(), mem.read_port(), mem.read_port(domain="comb")))
 
         filling = Signal()
         draining = Signal()
-        step = Signal(range(P))  # lane group of the block in each stage
+        step = Signal(pw)  # lane group of the block in each stage
         last = Signal()
         m.d.comb += last.eq(step == P - 1)
-        rd_valid = Signal()  # the read ports hold a block: key pass
-        h_valid = Signal()  # the hold registers hold a block: mantissa pass
+        nxt = Signal(pw)  # the step after this one
+        m.d.comb += nxt.eq(step + 1)
+        rd_valid = Signal()  # the key pass has a block
+        h_valid = Signal()  # the mantissa pass has a block
         m.d.comb += self.busy.eq(filling | draining | rd_valid | h_valid | self.o.valid)
         advance = Signal()  # the drain pipeline moves
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
@@ -395,34 +409,27 @@ class Transposer(wiring.Component):
                 with m.Case(g):
                     m.d.comb += group.eq(self.i.payload.mant.as_value()[8 * L * g:8 * L * (g + 1)])
         rot = _rotate(m, [group[i] for i in range(L)], n[:lw], L)
-        wgroup = Signal(range(P))
-        m.d.comb += wgroup.eq(step + (n[lw:4] if lw < 4 else 0))
-        for b, (wp, _) in enumerate(banks):
-            m.d.comb += [wp.addr.eq(waddr), wp.data.exp.eq(self.i.payload.exp),
-                         wp.data.mant.eq(rot[b % L]),
-                         wp.en.eq(self.i.valid & filling & (wgroup == b // L))]
+        wgroup = Signal(pw)
+        m.d.comb += wgroup.eq(step + n[lw:4])
 
-        # ---- drain: output block (c, nb), c = 16 ccb + j, j = L g + i: bank (G, l) = L G + l
-        # holds row L ((G - g) % P) + (l - i) % L ---------------------------------------------
+        # ---- drain: output block (c, nb), c = 16 ccb + j, j = L g + i: bank (G, l) holds row
+        # L ((G - g) % P) + (l - i) % L -----------------------------------------------------
         nb_total = Signal(range(nbs + 1))
         m.d.comb += nb_total.eq((self.rows + BLOCK - 1) >> 4)
         ccb = Signal(range(mcb + 1))
         j = Signal(4)
         nb = Signal(range(nbs + 1))
-        more = Signal()  # a read is still to be issued
-        issue = Signal()  # read the next block (all banks)
+        more = Signal()  # a block is still to be started
+        issue = Signal()  # the key pass takes the next block
         m.d.comb += issue.eq(advance & last)
         base = Signal(range(nbs * mcb))
         m.d.comb += base.eq(nb * mcb + ccb)
-        for b, (_, rp) in enumerate(banks):
-            row = Signal(4, name=f"rrow{b}")
-            m.d.comb += row.eq(Cat((b % L - j)[:lw], (b // L - (j >> lw))[:4 - lw]))
-            m.d.comb += [rp.addr.eq(Cat(row, base)), rp.en.eq(issue)]
 
         rd_j = Signal(4)
-        left = Signal(range(self._max_rows + 1))  # rows - 16 nb of the words read
+        rd_base = Signal.like(base)
+        left = Signal(range(self._max_rows + 1))  # rows - 16 nb of the key pass's block
         with m.If(issue):
-            m.d.sync += [rd_valid.eq(draining & more), rd_j.eq(j),
+            m.d.sync += [rd_valid.eq(draining & more), rd_j.eq(j), rd_base.eq(base),
                          left.eq(self.rows - Cat(Signal(4), nb))]
             with m.If(draining & more):
                 # next position: nb fastest, then j, then ccb
@@ -437,17 +444,39 @@ class Transposer(wiring.Component):
                             m.d.sync += more.eq(0)
                     m.d.sync += j.eq(j + 1)
 
-        # key pass: step s looks at bank group s of the read ports
-        words = [rp.data for _, rp in banks]
-        k_words = Signal(data.ArrayLayout(_WORD, L))
-        with m.Switch(step):
-            for g in range(P):
-                with m.Case(g):
-                    m.d.comb += [k_words[lane].eq(words[L * g + lane]) for lane in range(L)]
+        # key pass: step s reads bank group s (the read for step s goes out in step s - 1:
+        # the next block's group 0 in the last step)
+        k_j = Mux(last, j, rd_j)
+        k_base = Mux(last, base, rd_base)
+        k_hi = Signal(pw)  # (G - g) % P, G = the step read for
+        m.d.comb += k_hi.eq(nxt - (k_j >> lw))
+        # mantissa pass: step s reads bank group (s + g) % P, rows L s + (l - i) % L
+        h_j = Signal(4)
+        h_base = Signal.like(base)
+        m_j = Mux(last, rd_j, h_j)
+        m_base = Mux(last, rd_base, h_base)
+        m_g = Signal(pw)
+        m.d.comb += m_g.eq(nxt + (m_j >> lw))
+        k_words, m_words = [], []
+        for lane, (wp, kp, mp) in enumerate(lmems):
+            k_row = Cat((lane - k_j)[:lw], k_hi)
+            a_addr = Signal(range(P * depth), name=f"a_addr{lane}")
+            m.d.comb += a_addr.eq(Mux(filling, Cat(wgroup, waddr), Cat(nxt, k_row, k_base)))
+            m.d.comb += [wp.addr.eq(a_addr), wp.data.exp.eq(self.i.payload.exp),
+                         wp.data.mant.eq(rot[lane]), wp.en.eq(self.i.valid & filling),
+                         kp.addr.eq(a_addr), kp.en.eq(filling | advance)]
+            m_row = Cat((lane - m_j)[:lw], nxt)
+            m_word = Signal(_WORD, name=f"m_word{lane}")
+            m.d.comb += mp.addr.eq(Cat(m_g, m_row, m_base))
+            with m.If(advance):
+                m.d.sync += m_word.eq(mp.data)
+            k_words.append(kp.data)
+            m_words.append(m_word)
+
         nzs, keys = [], []
         for lane in range(L):
             row = Signal(4, name=f"krow{lane}")
-            m.d.comb += row.eq(Cat((lane - rd_j)[:lw], (step - (rd_j >> lw))[:4 - lw]))
+            m.d.comb += row.eq(Cat((lane - rd_j)[:lw], (step - (rd_j >> lw))[:pw]))
             live = (left > BLOCK - 1) | (row < left[:4])
             nz, kz = _key(m, k_words[lane].mant, k_words[lane].exp, live, f"k{lane}")
             nzs.append(nz)
@@ -462,25 +491,20 @@ class Transposer(wiring.Component):
                     with m.Case(g):
                         m.d.sync += nz_acc[L * g:L * (g + 1)].eq(Cat(nzs))
 
-        # mantissa pass: the block in the hold registers, step s: output lanes L s .. L s + L - 1
-        # from bank group (s + g) % P, lane l is row L s + (l - i) % L
-        h_words = Signal(data.ArrayLayout(_WORD, BLOCK))
+        # mantissa pass: step s makes output lanes L s .. L s + L - 1, lane l is output lane
+        # L s + (l - i) % L
         h_nz = Signal(BLOCK)
         h_e = Signal(8)
-        h_j = Signal(4)
         e_new = _block_exp(m, kmax)
         with m.If(issue):
-            m.d.sync += [h_valid.eq(rd_valid), h_j.eq(rd_j), h_e.eq(e_new),
+            m.d.sync += [h_valid.eq(rd_valid), h_j.eq(rd_j), h_base.eq(rd_base), h_e.eq(e_new),
                          h_nz.eq(Cat(nz_acc[:BLOCK - L], Cat(nzs)))]
-            m.d.sync += [h_words[b].eq(words[b]) for b in range(BLOCK)]
-        hgroup = Signal(range(P))
+        hgroup = Signal(pw)
         m.d.comb += hgroup.eq(step + (h_j >> lw))
-        m_words = Signal(data.ArrayLayout(_WORD, L))
         m_nz = Signal(L)
         with m.Switch(hgroup):
             for g in range(P):
                 with m.Case(g):
-                    m.d.comb += [m_words[lane].eq(h_words[L * g + lane]) for lane in range(L)]
                     m.d.comb += m_nz.eq(h_nz[L * g:L * (g + 1)])
         outs = [_mantissa(m, m_words[lane].mant, m_words[lane].exp, m_nz[lane], h_e, f"m{lane}")
                 for lane in range(L)]
@@ -499,9 +523,9 @@ class Transposer(wiring.Component):
         # ---- control -----------------------------------------------------------------------
         with m.If(filling):
             with m.If(self.i.valid):
-                m.d.sync += step.eq(Mux(last, 0, step + 1))
+                m.d.sync += step.eq(nxt)
         with m.Elif(advance):
-            m.d.sync += step.eq(Mux(last, 0, step + 1))
+            m.d.sync += step.eq(nxt)
         with m.If(self.start):
             m.d.sync += [filling.eq(1), draining.eq(0), n.eq(0), cb.eq(0), rd_valid.eq(0),
                          step.eq(0)]
@@ -512,7 +536,7 @@ class Transposer(wiring.Component):
                 m.d.sync += cb.eq(0)
                 m.d.sync += n.eq(n + 1)
                 with m.If(n + 1 >= self.rows):
-                    # the first read goes out in the first cycle of the drain
+                    # the first block's key pass starts in the first cycle of the drain
                     m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
                                  j.eq(0), nb.eq(0), step.eq(P - 1)]
         with m.Elif(draining & ~more):
