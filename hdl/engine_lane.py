@@ -39,7 +39,7 @@ A task's last token is issued only when the output queue has a free slot (credit
 behind the walker ever stalls.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -243,8 +243,18 @@ class Lane(wiring.Component):
         with m.If(t_pend):
             # columns g*R + r >= n are outside the tile
             left = Signal(signed(w["n"] + 2))
-            m.d.comb += left.eq(self.n - (t_g << (R.bit_length() - 1)))
-            colvalid = Cat(left > r for r in range(R))
+            lg = R.bit_length() - 1
+            m.d.comb += left.eq(self.n - (t_g << lg))
+            # colvalid[r] = left > r, as a sign bit, an OR and a 16-entry constant table
+            # (sixteen comparators would each take a carry chain)
+            colvalid = Signal(R)
+            thermo = Array(Const((1 << k) - 1, R) for k in range(R))
+            with m.If(left[-1]):
+                m.d.comb += colvalid.eq(0)
+            with m.Elif(left[lg:-1].any()):
+                m.d.comb += colvalid.eq((1 << R) - 1)
+            with m.Else():
+                m.d.comb += colvalid.eq(thermo[left[:lg]] if lg else 0)
             om = Mux(self.use_mask, self.om_data, (1 << R) - 1)
             # columns >= n keep the reset state, also with carry
             m.d.comb += [cq_w.data.eq(self.carry_data),

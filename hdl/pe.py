@@ -18,7 +18,7 @@ step* ``(p, s) = (0, 0)``, for which the arithmetic itself returns ``(S, ea)`` u
 ``s`` with the partial's register (a synchronous reset, no logic), saving 42 LUTs per PE.
 """
 
-from amaranth import Module, Mux, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -59,10 +59,15 @@ class AlignUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        assert ACC_W == 32  # the cap of 31 below is an OR of five ones
         q = (self.p << GUARD).as_signed()
-        up = self.s > self.acc_e
-        d = Mux(up, self.s - self.acc_e, self.acc_e - self.s)[:EXP_W]
-        dc = Mux(d >= ACC_W - 1, ACC_W - 1, d)[:5]
+        # up = s > ea is the sign of ea - s (no separate comparator); the shift amount is
+        # capped at 31 = 0b11111 by OR-ing in "d >= 32" (no comparator either)
+        down = Signal(signed(EXP_W + 1))
+        m.d.comb += down.eq(self.acc_e - self.s)
+        up = down[EXP_W]
+        d = Mux(up, self.s - self.acc_e, down)[:EXP_W]
+        dc = d[:5] | d[5:].any().replicate(5)
         x = Mux(up, self.acc_s, q)
         y = Mux(up, q, self.acc_s)
         t = ((x >> dc) + y)[:ACC_W + 1].as_signed()
