@@ -6,7 +6,8 @@ Targets (``--target``, repeatable; default both):
 * ``ecp5-default``: ULX3S 85F (ECP5 LFE5U-85F, CABGA381, 12.5 MHz from the PLL),
   ``synth_ecp5``.
 
-Each target has a list of *designs* tried in order until one places and routes:
+Each target has a list of *designs* tried in order until one places and routes (and, for a
+board top, meets its declared clock):
 
 * ``board`` (:class:`fpga.boards.BoardTop` with an engine configuration): the accelerator,
   the AXI arbiter, the on-chip memory and the UART bridge on the board's pins, built from the
@@ -19,9 +20,10 @@ Each target has a list of *designs* tried in order until one places and routes:
 
 A design whose synthesized LUT4 count already exceeds the part is not given to nextpnr. Every
 design's numbers go into ``build/fpga/<target>/report.json`` (``designs``); the first that
-placed provides the bitstream (``top.bin`` / ``top.bit``) and the top-level fields. Each design
-builds in ``build/fpga/<target>/<design>/`` (RTLIL, Yosys log, netlist, cell statistics,
-nextpnr log and report). Tools come from the environment: ``YOSYS``, ``NEXTPNR_ICE40``,
+placed (a board top: at its declared clock) provides the bitstream (``top.bin`` /
+``top.bit``) and the top-level fields. Each design builds in
+``build/fpga/<target>/<design>/`` (RTLIL, Yosys log, netlist, cell statistics, nextpnr log and
+report). Tools come from the environment: ``YOSYS``, ``NEXTPNR_ICE40``,
 ``NEXTPNR_ECP5``, ``ICEPACK``, ``ECPPACK`` (defaults: the YoWASP names).
 
 The exit status is 1 if no design of a target placed, or if a board top placed but missed its
@@ -239,7 +241,9 @@ def build(target: str, out_root: Path, designs=None) -> dict:
         r = _build_design(t, kind, config, sub)
         r["dir"] = sub.name
         results.append(r)
-        if r["pnr_error"] is None:
+        # a board top that misses its declared clock gives no bitstream: the next design
+        # is tried (a bitstream that runs out of spec is worse than a smaller one)
+        if r["pnr_error"] is None and r["timing_met"] is not False:
             chosen = r
             shutil.copy(sub / t["bitstream"], out / t["bitstream"])
             break
