@@ -141,6 +141,21 @@ def _mantissa(m, mant, exp, nz, e_q, name):
     return out
 
 
+def _step_position(m, nb, j, ccb, more, nb_total, cblocks):
+    """The drain's next output position: ``nb`` fastest, then ``j``, then ``ccb``; ``more``
+    falls after the last."""
+    with m.If(nb + 1 < nb_total):
+        m.d.sync += nb.eq(nb + 1)
+    with m.Else():
+        m.d.sync += nb.eq(0)
+        with m.If(j == BLOCK - 1):
+            with m.If(ccb + 1 < cblocks):
+                m.d.sync += ccb.eq(ccb + 1)
+            with m.Else():
+                m.d.sync += more.eq(0)
+        m.d.sync += j.eq(j + 1)
+
+
 class _Requantizer(Elaboratable):
     """Re-quantizes 16 BFP8 values ``mant[r] * 2**(exp[r] - 133)`` (``live[r]`` else 0).
 
@@ -319,17 +334,7 @@ class Transposer(wiring.Component):
             m.d.sync += [rd_valid.eq(draining & more), rd_j.eq(j),
                          left.eq(self.rows - Cat(Signal(4), nb))]
             with m.If(draining & more):
-                # next position: nb fastest, then j, then ccb
-                with m.If(nb + 1 < nb_total):
-                    m.d.sync += nb.eq(nb + 1)
-                with m.Else():
-                    m.d.sync += nb.eq(0)
-                    with m.If(j == BLOCK - 1):
-                        with m.If(ccb + 1 < self.cblocks):
-                            m.d.sync += ccb.eq(ccb + 1)
-                        with m.Else():
-                            m.d.sync += more.eq(0)
-                    m.d.sync += j.eq(j + 1)
+                _step_position(m, nb, j, ccb, more, nb_total, self.cblocks)
 
         for b, (_, rp) in enumerate(banks):
             row = Signal(4, name=f"qrow{b}")
@@ -432,17 +437,7 @@ class Transposer(wiring.Component):
             m.d.sync += [rd_valid.eq(draining & more), rd_j.eq(j), rd_base.eq(base),
                          left.eq(self.rows - Cat(Signal(4), nb))]
             with m.If(draining & more):
-                # next position: nb fastest, then j, then ccb
-                with m.If(nb + 1 < nb_total):
-                    m.d.sync += nb.eq(nb + 1)
-                with m.Else():
-                    m.d.sync += nb.eq(0)
-                    with m.If(j == BLOCK - 1):
-                        with m.If(ccb + 1 < self.cblocks):
-                            m.d.sync += ccb.eq(ccb + 1)
-                        with m.Else():
-                            m.d.sync += more.eq(0)
-                    m.d.sync += j.eq(j + 1)
+                _step_position(m, nb, j, ccb, more, nb_total, self.cblocks)
 
         # key pass: step s reads bank group s (the read for step s goes out in step s - 1:
         # the next block's group 0 in the last step)
