@@ -18,7 +18,10 @@ board top, meets its declared clock):
 * ``link`` (:class:`fpga.boards.LinkSystem` on the board): the UART bridge and the memory
   without the accelerator (the host can ping, read the ``ident`` CSR and use the memory).
 
-A design whose synthesized LUT4 count already exceeds the part is not given to nextpnr. Every
+A design whose synthesized LUT4 count already exceeds the part is not given to nextpnr, and
+nextpnr is stopped when its packing report shows more cells than the part has or after
+``FPGA_PNR_TIMEOUT`` seconds (default 2700: a congested design can route for hours without
+converging); either way the next design is tried. Every
 design's numbers go into ``build/fpga/<target>/report.json`` (``designs``); the first that
 placed (a board top: at its declared clock) provides the bitstream (``top.bin`` /
 ``top.bit``) and the top-level fields. Each design builds in
@@ -104,10 +107,27 @@ def _tool(var: str, default: str) -> str:
 _OVERFULL = re.compile(r"Info:\s+(ICESTORM_LC|TRELLIS_COMB|DP16KD|ICESTORM_RAM):\s+(\d+)/\s*(\d+)")
 
 
+_ROUTER = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)")
+
+
+def pnr_timeout() -> float:
+    """Seconds nextpnr may run for one design (``FPGA_PNR_TIMEOUT``, default 2700)."""
+    raw = os.environ.get("FPGA_PNR_TIMEOUT", "2700")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"FPGA_PNR_TIMEOUT must be a positive number of seconds, not {raw!r}")
+    return value
+
+
 def _run(cmd, cwd: Path, log: Path, watch_fit: bool = False) -> float:
     """Run ``cmd`` with its output in ``log``; with ``watch_fit`` (nextpnr), stop it as soon as
     its utilization report shows more cells of a kind than the part has (nextpnr-ecp5 would
-    otherwise try to place an overfull design for many minutes)."""
+    otherwise try to place an overfull design for many minutes), or when it has run for
+    :func:`pnr_timeout` seconds (a congested design can route for hours without converging)."""
+    limit = pnr_timeout() if watch_fit else None
     t0 = time.monotonic()
     shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
     print(f"  $ {' '.join(map(str, cmd))}  (log: {shown})", flush=True)
@@ -124,6 +144,15 @@ def _run(cmd, cwd: Path, log: Path, watch_fit: bool = False) -> float:
                     k, a, b = over[0]
                     raise RuntimeError(f"ERROR: does not fit: {k} {a} of {b} "
                                        f"({100 * a / b:.0f} %) after packing")
+                if time.monotonic() - t0 > limit:
+                    proc.terminate()
+                    proc.wait()
+                    iters = _ROUTER.findall(log.read_text())
+                    where = (f" (router iteration {iters[-1][0]}: {iters[-1][1]} wires "
+                             f"still overused)" if iters else " (still placing)")
+                    raise RuntimeError(f"ERROR: place and route did not finish in "
+                                       f"{limit / 60:.0f} min{where}; FPGA_PNR_TIMEOUT "
+                                       f"sets the limit")
     if proc.returncode:
         tail = log.read_text().splitlines()[-30:]
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n" + "\n".join(tail))
