@@ -141,6 +141,16 @@ def _mantissa(m, mant, exp, nz, e_q, name):
     return out
 
 
+def _step_fill(m, n, cb, cblocks, rows):
+    """The fill's next input position (``cb`` fastest, then the row ``n``); the returned
+    condition is true for the tile's last block."""
+    with m.If(cb + 1 < cblocks):
+        m.d.sync += cb.eq(cb + 1)
+    with m.Else():
+        m.d.sync += [cb.eq(0), n.eq(n + 1)]
+    return (cb + 1 >= cblocks) & (n + 1 >= rows)
+
+
 def _step_position(m, nb, j, ccb, more, nb_total, cblocks):
     """The drain's next output position: ``nb`` fastest, then ``j``, then ``ccb``; ``more``
     falls after the last."""
@@ -352,14 +362,9 @@ class Transposer(wiring.Component):
         with m.If(self.start):
             m.d.sync += [filling.eq(1), draining.eq(0), n.eq(0), cb.eq(0), rd_valid.eq(0)]
         with m.Elif(filling & self.i.valid):
-            with m.If(cb + 1 < self.cblocks):
-                m.d.sync += cb.eq(cb + 1)
-            with m.Else():
-                m.d.sync += cb.eq(0)
-                m.d.sync += n.eq(n + 1)
-                with m.If(n + 1 >= self.rows):
-                    m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
-                                 j.eq(0), nb.eq(0)]
+            with m.If(_step_fill(m, n, cb, self.cblocks, self.rows)):
+                m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
+                             j.eq(0), nb.eq(0)]
         with m.Elif(draining & ~more):
             m.d.sync += draining.eq(0)
         return m
@@ -525,15 +530,10 @@ class Transposer(wiring.Component):
             m.d.sync += [filling.eq(1), draining.eq(0), n.eq(0), cb.eq(0), rd_valid.eq(0),
                          step.eq(0)]
         with m.Elif(filling & self.i.valid & last):
-            with m.If(cb + 1 < self.cblocks):
-                m.d.sync += cb.eq(cb + 1)
-            with m.Else():
-                m.d.sync += cb.eq(0)
-                m.d.sync += n.eq(n + 1)
-                with m.If(n + 1 >= self.rows):
-                    # the first block's key pass starts in the first cycle of the drain
-                    m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
-                                 j.eq(0), nb.eq(0), step.eq(P - 1)]
+            with m.If(_step_fill(m, n, cb, self.cblocks, self.rows)):
+                # the first block's key pass starts in the first cycle of the drain
+                m.d.sync += [filling.eq(0), draining.eq(1), more.eq(1), ccb.eq(0),
+                             j.eq(0), nb.eq(0), step.eq(P - 1)]
         with m.Elif(draining & ~more):
             m.d.sync += draining.eq(0)
         return m
