@@ -141,6 +141,16 @@ def _mantissa(m, mant, exp, nz, e_q, name):
     return out
 
 
+def _drain_position(m, rows, nbs, mcb):
+    """The drain's position registers: ``nb_total`` row blocks of the tile, the column block
+    ``ccb``, the column ``j`` in it, the row block ``nb`` and ``more`` (a block is still to be
+    started)."""
+    nb_total = Signal(range(nbs + 1))
+    m.d.comb += nb_total.eq((rows + BLOCK - 1) >> 4)
+    return (nb_total, Signal(range(mcb + 1), name="ccb"), Signal(4, name="j"),
+            Signal(range(nbs + 1), name="nb"), Signal(name="more"))
+
+
 def _step_fill(m, n, cb, cblocks, rows):
     """The fill's next input position (``cb`` fastest, then the row ``n``); the returned
     condition is true for the tile's last block."""
@@ -323,12 +333,7 @@ class Transposer(wiring.Component):
                          wp.data.mant.eq(rot), wp.en.eq(self.i.valid & filling)]
 
         # ---- drain: output block (c, nb), c = 16 ccb + j; bank b holds row (b - j) % 16 -------
-        nb_total = Signal(range(nbs + 1))
-        m.d.comb += nb_total.eq((self.rows + BLOCK - 1) >> 4)
-        ccb = Signal(range(mcb + 1))
-        j = Signal(4)
-        nb = Signal(range(nbs + 1))
-        more = Signal()  # a read is still to be issued
+        nb_total, ccb, j, nb, more = _drain_position(m, self.rows, nbs, mcb)
         rd_j = Signal(4)
         rq_j = Signal(4)
         m.d.comb += rot_amount.eq(Mux(filling, n[:4], -rq_j))
@@ -424,12 +429,7 @@ class Transposer(wiring.Component):
 
         # ---- drain: output block (c, nb), c = 16 ccb + j, j = L g + i: bank (G, l) holds row
         # L ((G - g) % P) + (l - i) % L -----------------------------------------------------
-        nb_total = Signal(range(nbs + 1))
-        m.d.comb += nb_total.eq((self.rows + BLOCK - 1) >> 4)
-        ccb = Signal(range(mcb + 1))
-        j = Signal(4)
-        nb = Signal(range(nbs + 1))
-        more = Signal()  # a block is still to be started
+        nb_total, ccb, j, nb, more = _drain_position(m, self.rows, nbs, mcb)
         issue = Signal()  # the key pass takes the next block
         m.d.comb += issue.eq(advance & last)
         base = Signal(range(nbs * mcb))
