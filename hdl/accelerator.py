@@ -120,11 +120,11 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True  # never elaborated
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
         # the units validate these; build them here so that a bad value fails at construction
-        DMAReader(ADDR_W, DATA_W, max_burst, max_outstanding)._MustUse__silence = True
         try:
+            DMAReader(ADDR_W, DATA_W, max_burst, max_outstanding)._MustUse__silence = True
             HBMDecoder(DATA_W, decoder_fifo, lanes=load_lanes)._MustUse__silence = True
             check_drain_lanes(drain_lanes)
-        except ValueError:
+        except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated
             raise
         self._cfg = cfg

@@ -149,7 +149,11 @@ class DMAReader(_DMABase):
     """
 
     def __init__(self, addr_width=32, data_width=64, max_burst=16, max_outstanding=4):
-        _check(addr_width, data_width, max_burst, max_outstanding)
+        try:
+            _check(addr_width, data_width, max_burst, max_outstanding)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # never elaborated: no "created but never used"
+            raise
         self._max_outstanding = max_outstanding
         super().__init__({
             "cmd": In(stream.Signature(dma_command(addr_width))),
@@ -293,7 +297,11 @@ class DMAWriter(_DMABase):
     """
 
     def __init__(self, addr_width=32, data_width=64, max_burst=16):
-        _check(addr_width, data_width, max_burst)
+        try:
+            _check(addr_width, data_width, max_burst)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # never elaborated: no "created but never used"
+            raise
         super().__init__({
             "cmd": In(stream.Signature(dma_command(addr_width))),
             "inp": In(stream.Signature(bus_beat(data_width))),
