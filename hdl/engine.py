@@ -44,7 +44,7 @@ cycles that fed a nonzero to the PEs), ``lane_macs`` (the same, per lane) and
 
 import enum as py_enum
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -76,6 +76,47 @@ def om_layout(cfg: EngineConfig):
     """Output-mask word payload: R mask bits of task (row, grp)."""
     w = widths(cfg)
     return data.StructLayout({"row": w["m"], "grp": w["g"], "bits": cfg.rows})
+
+
+def _lane_buffers(m, name, shape, depth, gran, write, reads, loader_read, computing):
+    """One engine buffer with a read port per lane: ``(L + 1) // 2`` copies of a dual-port
+    RAM, every copy written by the loader.
+
+    Port A of copy ``c`` is the write port and, at the same address, lane ``2c``'s read port
+    while ``computing`` (the loaders write only while the engine is not computing, and the
+    lanes read only while it is); port B is lane ``2c + 1``'s read port and, in copy 0 while
+    not computing, ``loader_read`` (the B loader reads an exponent word a cycle before it
+    writes it back, never in the cycle of a write). Port B is an asynchronous read port and a
+    flip-flop, so that Yosys's ``no_rw_check`` applies to it: the FPGA flow makes each copy
+    one block RAM (or LUT RAM) with its two ports instead of a copy per read port. Every read
+    behaves as a synchronous read port: data the cycle after the address.
+    """
+    w_en, w_addr, w_data = write
+    for c in range(0, len(reads), 2):
+        mem = Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
+        m.submodules[f"{name}{c // 2}"] = mem
+        wp = mem.write_port(granularity=gran) if gran else mem.write_port()
+        rp = mem.read_port(transparent_for=())
+        addr = Signal.like(w_addr, name=f"{name}{c // 2}_a_addr")
+        lane_addr, lane_data = reads[c]
+        m.d.comb += [addr.eq(Mux(computing, lane_addr, w_addr)),
+                     wp.addr.eq(addr), wp.en.eq(w_en), wp.data.eq(w_data),
+                     rp.addr.eq(addr), lane_data.eq(rp.data)]
+        b_users = []
+        if c + 1 < len(reads):
+            b_users.append(reads[c + 1])
+        if c == 0 and loader_read is not None:
+            b_users.append(loader_read)
+        if not b_users:
+            continue
+        bp = mem.read_port(domain="comb")
+        b_addr = b_users[0][0] if len(b_users) == 1 else Mux(computing, b_users[0][0],
+                                                               b_users[1][0])
+        b_data = Signal(shape, name=f"{name}{c // 2}_b_data")
+        m.d.comb += bp.addr.eq(b_addr)
+        m.d.sync += b_data.eq(bp.data)
+        for _, data_ in b_users:
+            m.d.comb += data_.eq(b_data)
 
 
 class _State(py_enum.Enum):
@@ -163,16 +204,15 @@ class Engine(wiring.Component):
         R, L = cfg.rows, cfg.lanes
         lg = R.bit_length() - 1
 
-        # ---- buffers (one read port per lane; the FPGA flow replicates them) -------------
-        a_nz = Memory(shape=8, depth=cfg.a_nz_depth, init=[])
-        a_hdr = Memory(shape=hdr_layout(cfg), depth=cfg.a_hdr_depth, init=[])
-        a_row = Memory(shape=row_layout(cfg), depth=cfg.max_m, init=[])
-        omask = Memory(shape=R, depth=1 << (w["m"] + w["g"]), init=[])
-        b_mant = Memory(shape=8 * R, depth=1 << (w["g"] + w["kb"] + 4), init=[])
-        b_exp = Memory(shape=unsigned(8 * R + BLOCK), depth=1 << (w["g"] + w["kb"]), init=[])
-        for name, mem in (("a_nz", a_nz), ("a_hdr", a_hdr), ("a_row", a_row),
-                          ("omask", omask), ("b_mant", b_mant), ("b_exp", b_exp)):
-            m.submodules[name] = mem
+        # ---- buffers: one copy per two lanes (see _lane_buffers) ------------------------
+        mems = {  # name: (the lanes' port name, shape, depth, write granularity)
+            "a_nz": ("nz", 8, cfg.a_nz_depth, None),
+            "a_hdr": ("hdr", hdr_layout(cfg), cfg.a_hdr_depth, None),
+            "a_row": ("row", row_layout(cfg), cfg.max_m, None),
+            "omask": ("om", R, 1 << (w["m"] + w["g"]), None),
+            "b_mant": ("bm", 8 * R, 1 << (w["g"] + w["kb"] + 4), 8),
+            "b_exp": ("bexp", unsigned(8 * R + BLOCK), 1 << (w["g"] + w["kb"]), 8),
+        }
 
         state = Signal(_State)
         status = Signal(Status)
@@ -199,29 +239,27 @@ class Engine(wiring.Component):
             with m.Elif(bl.err != Status.OK):
                 m.d.sync += status.eq(bl.err)
 
-        wp = a_nz.write_port()
-        m.d.comb += [wp.en.eq(al.nz_en), wp.addr.eq(al.nz_addr), wp.data.eq(al.nz_data)]
-        wp = a_hdr.write_port()
-        m.d.comb += [wp.en.eq(al.hdr_en), wp.addr.eq(al.hdr_addr), wp.data.eq(al.hdr_data)]
-        wp = a_row.write_port()
-        m.d.comb += [wp.en.eq(al.row_en), wp.addr.eq(al.row_addr), wp.data.eq(al.row_data)]
-        wp = b_mant.write_port(granularity=8)
-        m.d.comb += [wp.en.eq(bl.bm_en), wp.addr.eq(bl.bm_addr), wp.data.eq(bl.bm_data)]
-        wp = b_exp.write_port(granularity=8)
-        m.d.comb += [wp.en.eq(bl.bexp_en), wp.addr.eq(bl.bexp_addr), wp.data.eq(bl.bexp_data)]
-        rp = b_exp.read_port()
-        m.d.comb += [rp.addr.eq(bl.bexp_raddr), bl.bexp_rdata.eq(rp.data)]
+        # write ports (the loaders; only while not computing) and the B loader's read of
+        # the exponent words (also only while not computing)
+        writes = {
+            "a_nz": (al.nz_en, al.nz_addr, al.nz_data),
+            "a_hdr": (al.hdr_en, al.hdr_addr, al.hdr_data),
+            "a_row": (al.row_en, al.row_addr, al.row_data),
+            "omask": (Signal(), Signal(w["m"] + w["g"]), Signal(R)),
+            "b_mant": (bl.bm_en, bl.bm_addr, bl.bm_data),
+            "b_exp": (bl.bexp_en, bl.bexp_addr, bl.bexp_data),
+        }
+        om_en, om_addr, om_bits = writes["omask"]
 
         # output-mask words
-        wp = omask.write_port()
         om = self.om_in.payload
-        m.d.comb += [wp.addr.eq(Cat(om.grp, om.row)), wp.data.eq(om.bits),
+        m.d.comb += [om_addr.eq(Cat(om.grp, om.row)), om_bits.eq(om.bits),
                      self.om_in.ready.eq(idle)]
         with m.If(idle & self.om_in.valid & ~err):
             with m.If((om.row >= cfg.max_m) | (om.grp >= cfg.groups)):
                 m.d.sync += status.eq(Status.M_RANGE)
             with m.Else():
-                m.d.comb += wp.en.eq(1)
+                m.d.comb += om_en.eq(1)
 
         # ---- dispatcher ------------------------------------------------------------------
         d_i = Signal(w["m"] + 1)
@@ -242,12 +280,11 @@ class Engine(wiring.Component):
                 lane.n.eq(run_n), lane.use_mask.eq(run_mask),
                 lane.carry.eq(run_carry), lane.carry_data.eq(self.carry_data),
             ]
-            for mem, addr, dat in ((a_row, "row_addr", "row_data"), (omask, "om_addr", "om_data"),
-                                   (a_hdr, "hdr_addr", "hdr_data"),
-                                   (b_exp, "bexp_addr", "bexp_data"),
-                                   (a_nz, "nz_addr", "nz_data"), (b_mant, "bm_addr", "bm_data")):
-                rp = mem.read_port()
-                m.d.comb += [rp.addr.eq(getattr(lane, addr)), getattr(lane, dat).eq(rp.data)]
+        for name, (port, shape, depth, gran) in mems.items():
+            reads = [(getattr(lane, f"{port}_addr"), getattr(lane, f"{port}_data"))
+                     for lane in lanes]
+            host = (bl.bexp_raddr, bl.bexp_rdata) if name == "b_exp" else None
+            _lane_buffers(m, name, shape, depth, gran, writes[name], reads, host, computing)
         # carry: the granted task's accumulators, read at grant time; the lane takes them
         # the next cycle (the port holds its data until the next read)
         m.d.comb += [self.carry_en.eq(granted & run_carry),
