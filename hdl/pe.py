@@ -9,8 +9,8 @@ block's end the partial, with exponent ``s = EA + EB`` (a biased sum), joins the
   flooring shifts, capped at ``ACC_W - 1`` (the result is then 0 or -1);
 * if ``T`` does not fit ``ACC_W`` signed bits: ``T >>= 1`` and ``ea += 1``; ``S = T``.
 
-Only one operand is shifted at a time, so the unit has one barrel shifter, one adder and a
-one-bit renormalization; it is combinational, one block per cycle.
+Only one operand is shifted at a time, so the unit has one barrel shifter, one adder, one
+exponent subtractor and a one-bit renormalization; it is combinational, one block per cycle.
 
 The unit has no hold multiplexer: a zero partial (or a disabled PE) must come as the *idle
 step* ``(p, s) = (0, 0)``, for which the arithmetic itself returns ``(S, ea)`` unchanged
@@ -61,14 +61,17 @@ class AlignUnit(wiring.Component):
         m = Module()
         assert ACC_W == 32  # the cap of 31 below is an OR of five ones
         q = (self.p << GUARD).as_signed()
-        # up = s > ea is the sign of ea - s (no separate comparator); the shift amount is
-        # capped at 31 = 0b11111 by OR-ing in "d >= 32" (no comparator either)
+        # up = s > ea is the sign of ea - s (no separate comparator). One subtractor: with
+        # up, s - ea = ~down + 1, so S is shifted by 1 in the swap multiplexer (free) and then
+        # by ~down (floor shifts compose). The shift amount is capped at 31 = 0b11111 by
+        # OR-ing in "d >= 32" (no comparator either; with up, (S >> 1) >> 31 is S's sign, as
+        # is S >> 32 and beyond)
         down = Signal(signed(EXP_W + 1))
         m.d.comb += down.eq(self.acc_e - self.s)
         up = down[EXP_W]
-        d = Mux(up, self.s - self.acc_e, down)[:EXP_W]
+        d = down[:EXP_W] ^ up.replicate(EXP_W)
         dc = d[:5] | d[5:].any().replicate(5)
-        x = Mux(up, self.acc_s, q)
+        x = Mux(up, self.acc_s >> 1, q)
         y = Mux(up, q, self.acc_s)
         t = ((x >> dc) + y)[:ACC_W + 1].as_signed()
         over = t[ACC_W] != t[ACC_W - 1]

@@ -102,6 +102,10 @@ def test_align_unit(rng):
     cases = [(0, 0, 1, 2), (0, 0, -1, 508), ((1 << 31) - 1, 300, 258064, 300),
              (-(1 << 31), 300, -258064, 300), (5, 10, 3, 500), (-5, 500, 7, 2),
              ((1 << 30), 200, 1, 170), (-1, 20, -1, 52), (123, 40, 0, 90)]
+    # shift distances around the cap, both ways (s - ea and ea - s = 1, 31, 32, 33)
+    for d in (1, 31, 32, 33):
+        for acc in (-(1 << 31), (1 << 31) - 1, -3, 12345):
+            cases += [(acc, 100, -258064, 100 + d), (acc, 100 + d, 258064, 100)]
     for _ in range(400):
         cases.append((int(rng.integers(_MIN, _MAX + 1)), int(rng.integers(0, 600)),
                       int(rng.integers(-258064, 258065)), int(rng.integers(2, 509))))
