@@ -80,15 +80,17 @@ TARGETS = {
         # then the same board top with the small and the tiny engines, and the host link alone
         # as the last resort (docs/results.md, "FPGA builds")
         "designs": [("board", "default"), ("board", "small"), ("board", "tiny"), ("link", "-")],
-        # synth_ecp5's LUT mapping step (abc9) is replaced by the classic `abc -lut 4:7`:
+        # synth_ecp5's LUT mapping step (abc9) is replaced by the classic `abc -lut 4`:
         # this Yosys (0.70, YoWASP) fails an assertion in abc9's reintegration (rtlil.cc:3091,
-        # GetSize(conn.first) == GetSize(conn.second)) on the L=4 engine
+        # GetSize(conn.first) == GetSize(conn.second)) on the L=4 engine; LUT4s only (as
+        # synth_ecp5 -nowidelut), because abc's delay-first mapping with wide LUTs (`4:7`,
+        # LUT5-7 from LUT4s and PFU muxes) took 5 % more of the part (docs/results.md)
         "synth": "synth_ecp5 -top top -run begin:map_luts; "
-                 "techmap -map +/lattice/latches_map.v; abc -lut 4:7; clean; "
+                 "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
                  "synth_ecp5 -top top -run map_cells:edif",
         # router1 did not converge in 35 minutes on the default engine (congestion)
         "pnr": ["--85k", "--package", "CABGA381", "--speed", "6", "--textcfg", "top.config",
-                "--router", "router2"],
+                "--router", "router2", "--placer", "static"],
         "constraints": ("--lpf", "top.lpf"),
         "engine_pnr": ["--freq", "50", "--lpf-allow-unconstrained"],
         "pack": ["--compress", "--input", "top.config", "--bit", "top.bit"],

@@ -51,7 +51,7 @@ from .config import EngineConfig
 from .csr import CSRBlock
 from .descriptor import DESC_BYTES, Flag, Op, Phase, layout
 from .dma import DMAError, DMAReader, DMAWriter
-from .engine import Engine
+from .engine import Engine, check_carry_bram_lanes
 from .engine import Op as EngineOp
 from .engine_lane import widths
 from .engine_load import Status as EngineStatus
@@ -103,6 +103,10 @@ class Accelerator(wiring.Component):
         Values per cycle of the HBM decoder and of the transposer (their ``lanes``), likewise:
         a nonzero block every ``16 // load_lanes`` cycles, a re-blocked load a block every
         ``16 // load_lanes`` cycles in and out.
+    carry_bram_lanes : int
+        Engine lanes (0 to ``cfg.lanes``) whose K-segment carry queue is in block RAM rather
+        than distributed RAM (:class:`~hdl.engine.Engine`): an FPGA area trade with the same
+        results and cycles.
 
     Attributes
     ----------
@@ -115,7 +119,8 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, cfg: EngineConfig, *, max_burst: int = 16, max_outstanding: int = 4,
-                 decoder_fifo: int = 256, drain_lanes: int = 16, load_lanes: int = 16):
+                 decoder_fifo: int = 256, drain_lanes: int = 16, load_lanes: int = 16,
+                 carry_bram_lanes: int = 0):
         if not isinstance(cfg, EngineConfig):
             self._MustUse__silence = True  # never elaborated
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
@@ -124,6 +129,7 @@ class Accelerator(wiring.Component):
             DMAReader(ADDR_W, DATA_W, max_burst, max_outstanding)._MustUse__silence = True
             HBMDecoder(DATA_W, decoder_fifo, lanes=load_lanes)._MustUse__silence = True
             check_drain_lanes(drain_lanes)
+            check_carry_bram_lanes(carry_bram_lanes, cfg)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated
             raise
@@ -133,6 +139,7 @@ class Accelerator(wiring.Component):
         self._decoder_fifo = decoder_fifo
         self._drain_lanes = drain_lanes
         self._load_lanes = load_lanes
+        self._carry_bram_lanes = carry_bram_lanes
         super().__init__({
             "csr": In(AXI4LiteSignature(CSR_ADDR_W, 32)),
             "mem": Out(AXI4Signature(ADDR_W, DATA_W)),
@@ -173,7 +180,7 @@ class Accelerator(wiring.Component):
         ad_a = BlockAdapter(w["m"], w["kb"])
         ad_b = BlockAdapter(w["n"], w["kb"])
         ad_m = MaskAdapter(w["m"], w["g"], R)
-        eng = Engine(cfg)
+        eng = Engine(cfg, carry_bram_lanes=self._carry_bram_lanes)
         op = OutputPath(cfg, DATA_W, drain_lanes=self._drain_lanes)
         upd = UpdatePath(cfg)
         m.submodules.update_path = rst(upd)

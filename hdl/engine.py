@@ -54,7 +54,7 @@ from .engine_lane import Lane, hdr_layout, out_layout, row_layout, widths
 from .engine_load import ALoader, BLoader, Status, beat_layout
 from .output_path import carry_addr_layout, carry_data_layout
 
-__all__ = ["Engine", "Op", "Status", "cmd_layout", "om_layout"]
+__all__ = ["Engine", "Op", "Status", "check_carry_bram_lanes", "cmd_layout", "om_layout"]
 
 
 class Op(enum.Enum, shape=2):
@@ -76,6 +76,17 @@ def om_layout(cfg: EngineConfig):
     """Output-mask word payload: R mask bits of task (row, grp)."""
     w = widths(cfg)
     return data.StructLayout({"row": w["m"], "grp": w["g"], "bits": cfg.rows})
+
+
+def check_carry_bram_lanes(value, cfg: EngineConfig, owner=None):
+    """``ValueError`` unless ``value`` is an int from 0 to ``cfg.lanes`` (``owner``, an
+    elaboratable being constructed, is then marked as never to be elaborated)."""
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not 0 <= value <= cfg.lanes):
+        if owner is not None:
+            owner._MustUse__silence = True
+        raise ValueError(f"carry_bram_lanes must be an integer from 0 to {cfg.lanes} "
+                         f"(the lanes of {cfg.name!r}), not {value!r}")
 
 
 def _lane_buffers(m, name, shape, depth, gran, write, reads, loader_read, computing):
@@ -133,6 +144,10 @@ class Engine(wiring.Component):
     ----------
     cfg : EngineConfig
         Array size and buffer depths (:data:`hdl.config.CONFIGS`).
+    carry_bram_lanes : int
+        How many lanes (0 to ``cfg.lanes``, the first ones) keep their carry queue in block
+        RAM instead of distributed RAM (:class:`~hdl.engine_lane.Lane`'s ``carry_bram``): an
+        FPGA area trade, the results and cycles are the same.
 
     Attributes
     ----------
@@ -168,11 +183,13 @@ class Engine(wiring.Component):
         If ``cfg`` is not an :class:`~hdl.config.EngineConfig`.
     """
 
-    def __init__(self, cfg: EngineConfig):
+    def __init__(self, cfg: EngineConfig, *, carry_bram_lanes: int = 0):
         if not isinstance(cfg, EngineConfig):
             self._MustUse__silence = True  # never elaborated: no "created but never used"
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
+        check_carry_bram_lanes(carry_bram_lanes, cfg, self)
         self._cfg = cfg
+        self._carry_bram_lanes = carry_bram_lanes
         w = widths(cfg)
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout(cfg))),
@@ -269,7 +286,7 @@ class Engine(wiring.Component):
         lanes = []
         granted = Const(0)
         for n in range(L):
-            lane = Lane(cfg)
+            lane = Lane(cfg, carry_bram=n < self._carry_bram_lanes)
             m.submodules[f"lane{n}"] = lane
             lanes.append(lane)
             grant = (computing & (d_i < run_m) & lane.task_req & ~granted

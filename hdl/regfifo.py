@@ -12,9 +12,10 @@ The interface is the subset of ``SyncFIFO`` the engine uses, with the same timin
 """
 
 from amaranth import Array, Elaboratable, Module, Mux, Signal
+from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 
-__all__ = ["RegFIFO"]
+__all__ = ["BlockRAMQueue", "RegFIFO"]
 
 
 class RegFIFO(Elaboratable):
@@ -78,3 +79,69 @@ def _next(ptr, depth):
     if depth & (depth - 1) == 0:
         return ptr + 1
     return Mux(ptr == depth - 1, 0, ptr + 1)
+
+
+class BlockRAMQueue(Elaboratable):
+    """First-word fall-through FIFO of ``depth`` entries of ``width`` bits in block RAM, for a
+    queue whose entries are always written at least two cycles before they are read.
+
+    The interface is :class:`RegFIFO`'s. ``r_data`` is the block RAM's registered read port,
+    whose address is the read pointer after this cycle's read (so the next entry is there the
+    cycle after a read); an entry becomes visible in ``r_data`` two cycles after the cycle it
+    was written in, and until then ``r_data`` shows stale data (``r_rdy`` does not wait for
+    it: the user guarantees the two cycles). In exchange the memory carries Yosys's
+    ``ram_style = "block"`` and ``no_rw_check``: no read-during-write logic, one DP16KD per
+    36 bits of width on the ECP5 (up to 512 entries), no LUTs or flip-flops for the storage.
+
+    Parameters
+    ----------
+    width : int
+        Bits per entry (at least 1).
+    depth : int
+        Entries (at least 2).
+    """
+
+    def __init__(self, *, width: int, depth: int):
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
+            raise ValueError(f"depth must be an integer of at least 2, not {depth!r}")
+        self.width = width
+        self.depth = depth
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal()
+        self.r_data = Signal(width)
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+        self.level = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.depth
+        mem = Memory(shape=self.width, depth=d, init=[],
+                     attrs={"ram_style": "block", "no_rw_check": 1})
+        m.submodules.storage = mem
+        wport = mem.write_port()
+        # an asynchronous read port and a register: Yosys folds the register into the block
+        # RAM's read port, and no_rw_check applies to it
+        rport = mem.read_port(domain="comb")
+        wp = Signal(range(d))
+        rp = Signal(range(d))
+        do_w = Signal()
+        do_r = Signal()
+        m.d.comb += [
+            self.w_rdy.eq(self.level != d),
+            self.r_rdy.eq(self.level != 0),
+            do_w.eq(self.w_en & self.w_rdy),
+            do_r.eq(self.r_en & self.r_rdy),
+            wport.addr.eq(wp), wport.data.eq(self.w_data), wport.en.eq(do_w),
+            rport.addr.eq(Mux(do_r, _next(rp, d), rp)),
+        ]
+        m.d.sync += self.r_data.eq(rport.data)
+        with m.If(do_w):
+            m.d.sync += wp.eq(_next(wp, d))
+        with m.If(do_r):
+            m.d.sync += rp.eq(_next(rp, d))
+        m.d.sync += self.level.eq(self.level + do_w - do_r)
+        return m

@@ -37,9 +37,9 @@ class _Top(wiring.Component):
 
     hold: In(1)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, carry_bram_lanes=0):
         self.cfg = cfg
-        self.eng = Engine(cfg)
+        self.eng = Engine(cfg, carry_bram_lanes=carry_bram_lanes)
         self.op = OutputPath(cfg, BUS)
         super().__init__()
 
@@ -68,9 +68,9 @@ def _nonzero_macs(a: BFPTensor, b: BFPTensor, mask) -> int:
 
 
 class _Bench:
-    def __init__(self, cfg):
+    def __init__(self, cfg, carry_bram_lanes=0):
         self.cfg = cfg
-        self.top = _Top(cfg)
+        self.top = _Top(cfg, carry_bram_lanes)
         self.pk = Packer(cfg)
         self.opk = OPPacker(cfg)
         self.hold_plan = None  # callable(cycle) -> hold, during RUNs
@@ -199,11 +199,12 @@ def test_carry_ports_mirror_output_path():
 # ---- K chains -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
-def test_k_chain_bit_exact(name, rng):
-    """2- and 3-segment chains, with and without output mask, into one buffer."""
+@pytest.mark.parametrize("name, carry_bram_lanes", [("tiny", 0), ("small", 0), ("small", 1)])
+def test_k_chain_bit_exact(name, carry_bram_lanes, rng):
+    """2- and 3-segment chains, with and without output mask, into one buffer (with one of
+    small's two lanes keeping its carry queue in block RAM, too)."""
     cfg = get_config(name)
-    bench = _Bench(cfg)
+    bench = _Bench(cfg, carry_bram_lanes)
     if name == "tiny":
         cases = [(7, 10, (1, 2), False, (0.6, 0.2)), (9, 16, (2, 1, 1), True, (0.5, 0.3)),
                  (16, 13, (1, 1, 1), True, (0.8, 0.5))]
@@ -226,32 +227,38 @@ def test_k_chain_bit_exact(name, rng):
             k += 1
 
 
-def test_carry_costs_no_cycles(rng):
+def test_carry_costs_no_cycles():
     """The same operands run again with carry 0, then carry 1: same cycle count, also for very
     sparse rows (one-cycle empty tasks keep the most tasks in flight in a lane); the result is
-    matmul(a, b, init=matmul(a, b))."""
+    matmul(a, b, init=matmul(a, b)). The carry queue in block RAM (``carry_bram_lanes=1``)
+    gives the same cycles as in distributed RAM."""
     cfg = get_config("tiny")
-    bench = _Bench(cfg)
     cases = [(6, 16, 0.0, 0.0), (16, 16, 0.97, 0.1), (11, 7, 0.5, 0.9)]
-    cycles = []
+    by_variant = []
+    for carry_bram_lanes in (0, 1):
+        rng = np.random.default_rng(2029)  # the same operands for both variants
+        bench = _Bench(cfg, carry_bram_lanes)
+        cycles = []
 
-    async def body(ctx):
-        for m, n, sa, sb in cases:
-            a = random_operand(rng, m, 64, sa)
-            b = random_operand(rng, n, 64, sb)
-            await bench.load(ctx, a, b, None)
-            got = []
-            for carry in (0, 0, 1):  # the first RUN after a load may take a cycle more
-                status, cyc, nzm, _ = await bench.run(ctx, m, n, False, carry)
-                assert status == Status.OK and nzm == _nonzero_macs(a, b, None)
-                got.append(cyc)
-            cycles.append(got[1:])
-            acc = matmul(a, b, init=matmul(a, b))
-            assert await bench.drain_raw(ctx, m, n) == raw_bytes(acc, relu=False)
+        async def body(ctx):
+            for m, n, sa, sb in cases:
+                a = random_operand(rng, m, 64, sa)
+                b = random_operand(rng, n, 64, sb)
+                await bench.load(ctx, a, b, None)
+                got = []
+                for carry in (0, 0, 1):  # the first RUN after a load may take a cycle more
+                    status, cyc, nzm, _ = await bench.run(ctx, m, n, False, carry)
+                    assert status == Status.OK and nzm == _nonzero_macs(a, b, None)
+                    got.append(cyc)
+                cycles.append(got[1:])
+                acc = matmul(a, b, init=matmul(a, b))
+                assert await bench.drain_raw(ctx, m, n) == raw_bytes(acc, relu=False)
 
-    bench.simulate(body)
-    for c0, c1 in cycles:
-        assert c0 == c1, cycles
+        bench.simulate(body)
+        for c0, c1 in cycles:
+            assert c0 == c1, cycles
+        by_variant.append(cycles)
+    assert by_variant[0] == by_variant[1], by_variant
 
 
 def test_carry_ready_low_stalls(rng):

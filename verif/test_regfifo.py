@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""RegFIFO against a Python deque: random writes and reads, every depth, full and empty."""
+"""RegFIFO and BlockRAMQueue against a Python deque: random writes and reads, full and empty."""
 
 from collections import deque
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hdl.regfifo import RegFIFO
+from hdl.regfifo import BlockRAMQueue, RegFIFO
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, 8])
@@ -52,3 +52,54 @@ def test_regfifo_matches_a_queue(depth):
 def test_regfifo_rejects_bad_parameters(kw):
     with pytest.raises(ValueError):
         RegFIFO(**kw)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 10, 16])
+def test_block_ram_queue_matches_a_queue(depth):
+    # the queue's contract: an entry is read (and its data checked) only from the second
+    # cycle after the one it was written in; reads come back to back, also right after a read
+    rng = np.random.default_rng(100 + depth)
+    dut = BlockRAMQueue(width=40, depth=depth)
+    errors = []
+    checked = [0]
+
+    async def tb(ctx):
+        model = deque()  # (word, cycle written)
+        for cycle in range(1500):
+            burst = cycle % 200 < 100  # phases that fill the queue and that drain it
+            w_en = bool(rng.random() < (0.7 if burst else 0.3))
+            ripe = bool(model) and model[0][1] <= cycle - 2
+            r_en = ripe and bool(rng.random() < (0.3 if burst else 0.9))
+            word = int(rng.integers(0, 1 << 40))
+            ctx.set(dut.w_en, w_en)
+            ctx.set(dut.w_data, word)
+            ctx.set(dut.r_en, r_en)
+            await ctx.delay(1e-9)
+            state = (ctx.get(dut.w_rdy), ctx.get(dut.r_rdy), ctx.get(dut.level))
+            want = (int(len(model) < depth), int(len(model) > 0), len(model))
+            if state != want:
+                errors.append((cycle, "flags", state, want))
+            if ripe:
+                checked[0] += 1
+                if ctx.get(dut.r_data) != model[0][0]:
+                    errors.append((cycle, "head", ctx.get(dut.r_data), model[0][0]))
+            write = w_en and len(model) < depth
+            if r_en:
+                model.popleft()
+            if write:
+                model.append((word, cycle))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert errors == []
+    assert checked[0] > 500
+
+
+@pytest.mark.parametrize("kw", [{"width": 0, "depth": 2}, {"width": 8, "depth": 1},
+                                {"width": 8, "depth": 2.0}])
+def test_block_ram_queue_rejects_bad_parameters(kw):
+    with pytest.raises(ValueError):
+        BlockRAMQueue(**kw)
