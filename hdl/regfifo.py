@@ -18,7 +18,51 @@ from amaranth.utils import ceil_log2
 __all__ = ["BlockRAMQueue", "RegFIFO"]
 
 
-class RegFIFO(Elaboratable):
+class _Queue(Elaboratable):
+    """The ``SyncFIFO``-like ports, their checks and the pointer and level logic shared by
+    :class:`RegFIFO` and :class:`BlockRAMQueue`."""
+
+    def __init__(self, width, depth, min_depth, max_depth=None):
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        if (not isinstance(depth, int) or isinstance(depth, bool) or depth < min_depth
+                or (max_depth is not None and depth > max_depth)):
+            rule = (f"from {min_depth} to {max_depth}" if max_depth is not None
+                    else f"of at least {min_depth}")
+            raise ValueError(f"depth must be an integer {rule}, not {depth!r}")
+        self.width = width
+        self.depth = depth
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal()
+        self.r_data = Signal(width)
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+        self.level = Signal(range(depth + 1))
+
+    def _pointers(self, m):
+        """Flags and level; the write and read pointers (advanced on a write, a read) and the
+        write and read strobes."""
+        d = self.depth
+        wp = Signal(max(1, ceil_log2(d)))
+        rp = Signal(max(1, ceil_log2(d)))
+        do_w = Signal()
+        do_r = Signal()
+        m.d.comb += [
+            self.w_rdy.eq(self.level != d),
+            self.r_rdy.eq(self.level != 0),
+            do_w.eq(self.w_en & self.w_rdy),
+            do_r.eq(self.r_en & self.r_rdy),
+        ]
+        with m.If(do_w):
+            m.d.sync += wp.eq(_next(wp, d))
+        with m.If(do_r):
+            m.d.sync += rp.eq(_next(rp, d))
+        m.d.sync += self.level.eq(self.level + do_w - do_r)
+        return wp, rp, do_w, do_r
+
+
+class RegFIFO(_Queue):
     """First-word fall-through FIFO of ``depth`` entries of ``width`` bits, in flip-flops.
 
     Parameters
@@ -35,40 +79,16 @@ class RegFIFO(Elaboratable):
     """
 
     def __init__(self, *, width: int, depth: int):
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ValueError(f"width must be a positive integer, not {width!r}")
-        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 8:
-            raise ValueError(f"depth must be an integer from 1 to 8, not {depth!r}")
-        self.width = width
-        self.depth = depth
-        self.w_data = Signal(width)
-        self.w_en = Signal()
-        self.w_rdy = Signal()
-        self.r_data = Signal(width)
-        self.r_en = Signal()
-        self.r_rdy = Signal()
-        self.level = Signal(range(depth + 1))
+        super().__init__(width, depth, 1, 8)
 
     def elaborate(self, platform):
         m = Module()
         d = self.depth
         store = Array(Signal(self.width, name=f"entry{i}") for i in range(d))
-        wp = Signal(max(1, ceil_log2(d)))
-        rp = Signal(max(1, ceil_log2(d)))
-        do_w = Signal()
-        do_r = Signal()
-        m.d.comb += [
-            self.w_rdy.eq(self.level != d),
-            self.r_rdy.eq(self.level != 0),
-            do_w.eq(self.w_en & self.w_rdy),
-            do_r.eq(self.r_en & self.r_rdy),
-            self.r_data.eq(store[rp]),
-        ]
+        wp, rp, do_w, do_r = self._pointers(m)
+        m.d.comb += self.r_data.eq(store[rp])
         with m.If(do_w):
-            m.d.sync += [store[wp].eq(self.w_data), wp.eq(_next(wp, d))]
-        with m.If(do_r):
-            m.d.sync += rp.eq(_next(rp, d))
-        m.d.sync += self.level.eq(self.level + do_w - do_r)
+            m.d.sync += store[wp].eq(self.w_data)
         return m
 
 
@@ -81,7 +101,7 @@ def _next(ptr, depth):
     return Mux(ptr == depth - 1, 0, ptr + 1)
 
 
-class BlockRAMQueue(Elaboratable):
+class BlockRAMQueue(_Queue):
     """First-word fall-through FIFO of ``depth`` entries of ``width`` bits in block RAM, for a
     queue whose entries are always written at least two cycles before they are read.
 
@@ -102,19 +122,7 @@ class BlockRAMQueue(Elaboratable):
     """
 
     def __init__(self, *, width: int, depth: int):
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ValueError(f"width must be a positive integer, not {width!r}")
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
-            raise ValueError(f"depth must be an integer of at least 2, not {depth!r}")
-        self.width = width
-        self.depth = depth
-        self.w_data = Signal(width)
-        self.w_en = Signal()
-        self.w_rdy = Signal()
-        self.r_data = Signal(width)
-        self.r_en = Signal()
-        self.r_rdy = Signal()
-        self.level = Signal(range(depth + 1))
+        super().__init__(width, depth, 2)
 
     def elaborate(self, platform):
         m = Module()
@@ -126,22 +134,10 @@ class BlockRAMQueue(Elaboratable):
         # an asynchronous read port and a register: Yosys folds the register into the block
         # RAM's read port, and no_rw_check applies to it
         rport = mem.read_port(domain="comb")
-        wp = Signal(range(d))
-        rp = Signal(range(d))
-        do_w = Signal()
-        do_r = Signal()
+        wp, rp, do_w, do_r = self._pointers(m)
         m.d.comb += [
-            self.w_rdy.eq(self.level != d),
-            self.r_rdy.eq(self.level != 0),
-            do_w.eq(self.w_en & self.w_rdy),
-            do_r.eq(self.r_en & self.r_rdy),
             wport.addr.eq(wp), wport.data.eq(self.w_data), wport.en.eq(do_w),
             rport.addr.eq(Mux(do_r, _next(rp, d), rp)),
         ]
         m.d.sync += self.r_data.eq(rport.data)
-        with m.If(do_w):
-            m.d.sync += wp.eq(_next(wp, d))
-        with m.If(do_r):
-            m.d.sync += rp.eq(_next(rp, d))
-        m.d.sync += self.level.eq(self.level + do_w - do_r)
         return m
