@@ -21,7 +21,8 @@ board top, meets its declared clock):
 A design whose synthesized LUT4 count already exceeds the part is not given to nextpnr, and
 nextpnr is stopped when its packing report shows more cells than the part has or after
 ``FPGA_PNR_TIMEOUT`` seconds (default 2700: a congested design can route for hours without
-converging); either way the next design is tried. Every
+converging); either way the next design is tried. ``FPGA_PNR_ARGS`` adds nextpnr arguments to
+every design (e.g. ``--placer static``). Every
 design's numbers go into ``build/fpga/<target>/report.json`` (``designs``); the first that
 placed (a board top: at its declared clock) provides the bitstream (``top.bin`` /
 ``top.bit``) and the top-level fields. Each design builds in
@@ -39,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,7 +78,7 @@ TARGETS = {
     },
     "ecp5-default": {
         "board": "ulx3s-85f", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
-        # default first (it places at 90 % but does not route: stopped by FPGA_PNR_TIMEOUT),
+        # default first (it places at 80 % but does not route: stopped by FPGA_PNR_TIMEOUT),
         # then the same board top with the small and the tiny engines, and the host link alone
         # as the last resort (docs/results.md, "FPGA builds")
         "designs": [("board", "default"), ("board", "small"), ("board", "tiny"), ("link", "-")],
@@ -88,9 +90,11 @@ TARGETS = {
         "synth": "synth_ecp5 -top top -run begin:map_luts; "
                  "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
                  "synth_ecp5 -top top -run map_cells:edif",
-        # router1 did not converge in 35 minutes on the default engine (congestion)
+        # router1 did not converge in 35 minutes on the default engine (congestion); HeAP, not
+        # the static placer: static routes default closer but not to the end, and small
+        # (54 %) not at all, where HeAP routes it (docs/results.md; FPGA_PNR_ARGS to try)
         "pnr": ["--85k", "--package", "CABGA381", "--speed", "6", "--textcfg", "top.config",
-                "--router", "router2", "--placer", "static"],
+                "--router", "router2"],
         "constraints": ("--lpf", "top.lpf"),
         "engine_pnr": ["--freq", "50", "--lpf-allow-unconstrained"],
         "pack": ["--compress", "--input", "top.config", "--bit", "top.bit"],
@@ -110,6 +114,17 @@ _OVERFULL = re.compile(r"Info:\s+(ICESTORM_LC|TRELLIS_COMB|DP16KD|ICESTORM_RAM):
 
 
 _ROUTER = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)")
+
+
+def pnr_extra_args() -> list[str]:
+    """Extra nextpnr arguments for every design (``FPGA_PNR_ARGS``, split like a shell line;
+    e.g. ``--placer static --seed 3``), after the target's own."""
+    raw = os.environ.get("FPGA_PNR_ARGS", "")
+    try:
+        return shlex.split(raw)
+    except ValueError as exc:
+        raise ValueError(f"FPGA_PNR_ARGS is not a valid argument line ({exc}): {raw!r}") \
+            from None
 
 
 def pnr_timeout() -> float:
@@ -225,7 +240,8 @@ def _build_design(t: dict, kind: str, config: str, out: Path) -> dict:
     try:
         times["nextpnr_s"] = round(_run(
             [nextpnr, "--json", "top.json", "--report", "pnr.json", *t["pnr"], *extra,
-             "--timing-allow-fail"], out, out / "nextpnr.log", watch_fit=True), 1)
+             *pnr_extra_args(), "--timing-allow-fail"], out, out / "nextpnr.log",
+            watch_fit=True), 1)
     except RuntimeError as exc:  # e.g. the design does not fit: still report the synthesis
         errors = [ln for ln in str(exc).splitlines() if "ERROR" in ln]
         r["pnr_error"] = errors[0] if errors else str(exc).splitlines()[0]

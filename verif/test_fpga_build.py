@@ -1,5 +1,6 @@
 """fpga.build's nextpnr watchdog: a run past FPGA_PNR_TIMEOUT is stopped with a clear error,
-and a bad limit is refused (no FPGA tools needed: a stand-in command plays nextpnr)."""
+and a bad limit is refused (no FPGA tools needed: a stand-in command plays nextpnr); the extra
+arguments of FPGA_PNR_ARGS."""
 
 import sys
 import time
@@ -40,3 +41,13 @@ def test_pnr_timeout_rejects_bad_values(monkeypatch, raw):
 def test_pnr_timeout_default(monkeypatch):
     monkeypatch.delenv("FPGA_PNR_TIMEOUT", raising=False)
     assert build.pnr_timeout() == 2700
+
+
+def test_pnr_extra_args(monkeypatch):
+    monkeypatch.setenv("FPGA_PNR_ARGS", "--placer static  --seed 3")
+    assert build.pnr_extra_args() == ["--placer", "static", "--seed", "3"]
+    monkeypatch.delenv("FPGA_PNR_ARGS")
+    assert build.pnr_extra_args() == []
+    monkeypatch.setenv("FPGA_PNR_ARGS", "--placer 'static")
+    with pytest.raises(ValueError, match="FPGA_PNR_ARGS is not a valid argument line"):
+        build.pnr_extra_args()
