@@ -66,7 +66,17 @@ def dma_command(addr_width: int) -> data.StructLayout:
     return data.StructLayout({"addr": unsigned(addr_width), "length": unsigned(LEN_W)})
 
 
-def _check(addr_width, data_width, max_burst, max_outstanding=1):
+def _check(owner, addr_width, data_width, max_burst, max_outstanding=1):
+    """Validate the parameters; on an error ``owner`` (the unit being constructed) is marked
+    as never to be elaborated, so that no "created but never used" warning follows."""
+    try:
+        _check_values(addr_width, data_width, max_burst, max_outstanding)
+    except (TypeError, ValueError):
+        owner._MustUse__silence = True
+        raise
+
+
+def _check_values(addr_width, data_width, max_burst, max_outstanding):
     if not isinstance(addr_width, int) or not 12 <= addr_width <= 64:
         raise ValueError(f"Address width must be an integer from 12 to 64, not {addr_width!r}")
     check_bus_width(data_width)
@@ -149,11 +159,7 @@ class DMAReader(_DMABase):
     """
 
     def __init__(self, addr_width=32, data_width=64, max_burst=16, max_outstanding=4):
-        try:
-            _check(addr_width, data_width, max_burst, max_outstanding)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # never elaborated: no "created but never used"
-            raise
+        _check(self, addr_width, data_width, max_burst, max_outstanding)
         self._max_outstanding = max_outstanding
         super().__init__({
             "cmd": In(stream.Signature(dma_command(addr_width))),
@@ -297,11 +303,7 @@ class DMAWriter(_DMABase):
     """
 
     def __init__(self, addr_width=32, data_width=64, max_burst=16):
-        try:
-            _check(addr_width, data_width, max_burst)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # never elaborated: no "created but never used"
-            raise
+        _check(self, addr_width, data_width, max_burst)
         super().__init__({
             "cmd": In(stream.Signature(dma_command(addr_width))),
             "inp": In(stream.Signature(bus_beat(data_width))),

@@ -221,16 +221,6 @@ class Engine(wiring.Component):
         R, L = cfg.rows, cfg.lanes
         lg = R.bit_length() - 1
 
-        # ---- buffers: one copy per two lanes (see _lane_buffers) ------------------------
-        mems = {  # name: (the lanes' port name, shape, depth, write granularity)
-            "a_nz": ("nz", 8, cfg.a_nz_depth, None),
-            "a_hdr": ("hdr", hdr_layout(cfg), cfg.a_hdr_depth, None),
-            "a_row": ("row", row_layout(cfg), cfg.max_m, None),
-            "omask": ("om", R, 1 << (w["m"] + w["g"]), None),
-            "b_mant": ("bm", 8 * R, 1 << (w["g"] + w["kb"] + 4), 8),
-            "b_exp": ("bexp", unsigned(8 * R + BLOCK), 1 << (w["g"] + w["kb"]), 8),
-        }
-
         state = Signal(_State)
         status = Signal(Status)
         m.d.comb += [self.status.eq(status), self.busy.eq(state != _State.IDLE)]
@@ -256,17 +246,22 @@ class Engine(wiring.Component):
             with m.Elif(bl.err != Status.OK):
                 m.d.sync += status.eq(bl.err)
 
-        # write ports (the loaders; only while not computing) and the B loader's read of
-        # the exponent words (also only while not computing)
-        writes = {
-            "a_nz": (al.nz_en, al.nz_addr, al.nz_data),
-            "a_hdr": (al.hdr_en, al.hdr_addr, al.hdr_data),
-            "a_row": (al.row_en, al.row_addr, al.row_data),
-            "omask": (Signal(), Signal(w["m"] + w["g"]), Signal(R)),
-            "b_mant": (bl.bm_en, bl.bm_addr, bl.bm_data),
-            "b_exp": (bl.bexp_en, bl.bexp_addr, bl.bexp_data),
+        # ---- buffers: one copy per two lanes (see _lane_buffers); per buffer the lanes'
+        # port name, shape, depth, write granularity and write port (the loaders, only while
+        # not computing)
+        om_en, om_addr, om_bits = Signal(), Signal(w["m"] + w["g"]), Signal(R)
+        buffers = {
+            "a_nz": ("nz", 8, cfg.a_nz_depth, None, (al.nz_en, al.nz_addr, al.nz_data)),
+            "a_hdr": ("hdr", hdr_layout(cfg), cfg.a_hdr_depth, None,
+                      (al.hdr_en, al.hdr_addr, al.hdr_data)),
+            "a_row": ("row", row_layout(cfg), cfg.max_m, None,
+                      (al.row_en, al.row_addr, al.row_data)),
+            "omask": ("om", R, 1 << (w["m"] + w["g"]), None, (om_en, om_addr, om_bits)),
+            "b_mant": ("bm", 8 * R, 1 << (w["g"] + w["kb"] + 4), 8,
+                       (bl.bm_en, bl.bm_addr, bl.bm_data)),
+            "b_exp": ("bexp", unsigned(8 * R + BLOCK), 1 << (w["g"] + w["kb"]), 8,
+                      (bl.bexp_en, bl.bexp_addr, bl.bexp_data)),
         }
-        om_en, om_addr, om_bits = writes["omask"]
 
         # output-mask words
         om = self.om_in.payload
@@ -297,11 +292,12 @@ class Engine(wiring.Component):
                 lane.n.eq(run_n), lane.use_mask.eq(run_mask),
                 lane.carry.eq(run_carry), lane.carry_data.eq(self.carry_data),
             ]
-        for name, (port, shape, depth, gran) in mems.items():
+        for name, (port, shape, depth, gran, write) in buffers.items():
             reads = [(getattr(lane, f"{port}_addr"), getattr(lane, f"{port}_data"))
                      for lane in lanes]
+            # the B loader reads the exponent word it updates (also only while not computing)
             host = (bl.bexp_raddr, bl.bexp_rdata) if name == "b_exp" else None
-            _lane_buffers(m, name, shape, depth, gran, writes[name], reads, host, computing)
+            _lane_buffers(m, name, shape, depth, gran, write, reads, host, computing)
         # carry: the granted task's accumulators, read at grant time; the lane takes them
         # the next cycle (the port holds its data until the next read)
         m.d.comb += [self.carry_en.eq(granted & run_carry),
