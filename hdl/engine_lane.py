@@ -242,7 +242,10 @@ class Lane(wiring.Component):
             cq = fifo.SyncFIFO(width=cq_l.size, depth=carry_queue_depth(cfg))
         m.submodules.carry_fifo = cq
         cq_w = Signal(cq_l)
-        m.d.comb += [cq.w_data.eq(cq_w), cq.w_en.eq(t_pend)]
+        # the entry's data is not gated by t_pend (the queue ignores it unless w_en): an
+        # assignment inside the `If(t_pend)` below would cost an AND gate per bit, R x 42
+        # LUTs a lane, and a copy of the output path's carry-port logic in every lane
+        m.d.comb += [cq.w_data.eq(cq_w), cq.w_en.eq(t_pend), cq_w.data.eq(self.carry_data)]
         m.d.comb += [
             self.task_req.eq(~t_pend & (~t_full | t_take) & cq.w_rdy),
             self.row_addr.eq(self.task_i),
@@ -269,8 +272,7 @@ class Lane(wiring.Component):
                 m.d.comb += colvalid.eq(thermo[left[:lg]] if lg else 0)
             om = Mux(self.use_mask, self.om_data, (1 << R) - 1)
             # columns >= n keep the reset state, also with carry
-            m.d.comb += [cq_w.data.eq(self.carry_data),
-                         cq_w.keep.eq(Mux(self.carry, colvalid, 0))]
+            m.d.comb += cq_w.keep.eq(Mux(self.carry, colvalid, 0))
             m.d.sync += [
                 t_pend.eq(0), t_full.eq(1),
                 t_start.eq(self.row_data.start), t_count.eq(self.row_data.count),
