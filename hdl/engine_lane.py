@@ -406,25 +406,33 @@ class Lane(wiring.Component):
         m.d.comb += self.nz_macs.eq(nzc)
 
         # ---- M2: block partials ---------------------------------------------------------
-        # pacc is 0 at every block's first token: it starts at 0 (reset) and returns to 0
-        # with each block's last token (a synchronous reset, no adder-input multiplexer). The
-        # align stage gets (p, s) = (0, 0) for a zero partial or a disabled PE: the
-        # AlignUnit's idle step, so the accumulators need no hold multiplexer.
-        pacc = Signal(data.ArrayLayout(signed(P_W), R))
+        # pacc is 0 at every block's first token: it returns to 0 with each block's last
+        # token (a synchronous reset, no adder-input multiplexer). The align stage gets
+        # (p, s) = (0, 0) for a zero partial or a disabled PE: the AlignUnit's idle step, so
+        # the accumulators need no hold multiplexer.
+        # An FPGA flip-flop has one synchronous reset: a register that also takes the
+        # domain's reset pays a LUT per bit for a second zeroing condition. So pacc, al_p and
+        # al_s are reset-less. pacc is zeroed instead in the cycle after any reset (including
+        # the accelerator's data-path reset, which a ResetInserter applies to `after_rst`
+        # only), before any token can reach M2; al_p and al_s are only read with al.valid.
+        after_rst = Signal(init=1)
+        m.d.sync += after_rst.eq(0)
+        pacc = Signal(data.ArrayLayout(signed(P_W), R), reset_less=True)
         al = Signal(tok_l)
-        al_p = Signal(data.ArrayLayout(signed(P_W), R))
-        al_s = Signal(data.ArrayLayout(unsigned(S_W), R))
+        al_p = Signal(data.ArrayLayout(signed(P_W), R), reset_less=True)
+        al_s = Signal(data.ArrayLayout(unsigned(S_W), R), reset_less=True)
         m.d.sync += al.valid.eq(0)
-        with m.If(m1.valid):
+        psum = [Signal(signed(P_W), name=f"psum{r}") for r in range(R)]
+        m.d.comb += [psum[r].eq(pacc[r] + prod[r]) for r in range(R)]
+        with m.If(after_rst | (m1.valid & m1.lastblk)):
+            m.d.sync += pacc.eq(0)
+        with m.Elif(m1.valid):
+            m.d.sync += [pacc[r].eq(psum[r]) for r in range(R)]
+        with m.If(m1.valid & m1.lastblk):
+            m.d.sync += al.eq(m1)
             for r in range(R):
-                psum = Signal(signed(P_W), name=f"psum{r}")
-                m.d.comb += psum.eq(pacc[r] + prod[r])
-                m.d.sync += pacc[r].eq(Mux(m1.lastblk, 0, psum))
-                with m.If(m1.lastblk):
-                    m.d.sync += [al_p[r].eq(Mux(m1.en[r], psum, 0)),
-                                 al_s[r].eq(Mux(m1.en[r] & (psum != 0), m1.s[r], 0))]
-            with m.If(m1.lastblk):
-                m.d.sync += al.eq(m1)
+                m.d.sync += [al_p[r].eq(Mux(m1.en[r], psum[r], 0)),
+                             al_s[r].eq(Mux(m1.en[r] & (psum[r] != 0), m1.s[r], 0))]
 
         # ---- A: align into the accumulators ---------------------------------------------
         acc_s = Signal(data.ArrayLayout(signed(ACC_W), R))

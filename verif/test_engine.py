@@ -6,6 +6,7 @@ fast checks (pure Python simulation of the ``tiny`` configuration).
 
 import numpy as np
 import pytest
+from amaranth import ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from golden.bfp import BFPTensor
@@ -135,14 +136,31 @@ def test_align_unit(rng):
 # ---- the engine in the Amaranth simulator ---------------------------------------------------
 
 
-def run_amaranth(cfg, a, b, out_mask=None, *, n_runs=1):
-    """Load A, B (and the mask), RUN; return the output beats, the counters and the status."""
+def run_amaranth(cfg, a, b, out_mask=None, *, n_runs=1, reset_after=None):
+    """Load A, B (and the mask), RUN; return the output beats, the counters and the status.
+
+    With ``reset_after = c``, a first RUN is cut by a data-path reset (a ``ResetInserter``,
+    as the accelerator applies after an error) ``c`` cycles after its command, then
+    everything is loaded and run again."""
     dut = Engine(cfg)
+    soft_rst = Signal()
     pk = Packer(cfg)
     m_, n_ = a.shape[0], b.shape[0]
     res = {"beats": [], "status": None}
 
     async def tb(ctx):
+        if reset_after is not None:
+            await load_and_run(ctx, 1, cut=reset_after)
+            ctx.set(soft_rst, 1)
+            await ctx.tick()
+            ctx.set(soft_rst, 0)
+        await load_and_run(ctx, n_runs)
+        res["status"] = ctx.get(dut.status)
+        res["cycles"] = ctx.get(dut.cycles)
+        res["mac_cycles"] = ctx.get(dut.mac_cycles)
+        res["macs_nonzero"] = ctx.get(dut.macs_nonzero)
+
+    async def load_and_run(ctx, n_runs, cut=None):
         async def put(port, word):
             ctx.set(port.valid, 1)
             ctx.set(port.payload.as_value(), word)
@@ -165,7 +183,9 @@ def run_amaranth(cfg, a, b, out_mask=None, *, n_runs=1):
             res["beats"] = []
             await put(dut.cmd, pk.command("RUN", m_, n_, out_mask is not None))
             ctx.set(dut.o.ready, 1)
-            for _ in range(20000):
+            for cycle in range(20000):
+                if cycle == cut:
+                    return
                 _, _, valid, payload, done = await ctx.tick().sample(
                     dut.o.valid, dut.o.payload.as_value(), dut.done)
                 if valid:
@@ -174,12 +194,9 @@ def run_amaranth(cfg, a, b, out_mask=None, *, n_runs=1):
                     break
             else:
                 raise AssertionError("engine did not finish")
-        res["status"] = ctx.get(dut.status)
-        res["cycles"] = ctx.get(dut.cycles)
-        res["mac_cycles"] = ctx.get(dut.mac_cycles)
-        res["macs_nonzero"] = ctx.get(dut.macs_nonzero)
+        assert cut is None, "the run ended before the reset"
 
-    sim = Simulator(dut)
+    sim = Simulator(ResetInserter(soft_rst)(dut))
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
@@ -236,6 +253,18 @@ def test_engine_amaranth_dense_rate(rng):
     # 4 more rows = 8 more tasks of 64 cycles over 2 lanes: exactly 256 more cycles
     assert cycles[1] - cycles[0] == 256, cycles
     assert cycles[0] <= 256 + 20, cycles
+
+
+@pytest.mark.parametrize("cut", [12, 19, 26])
+def test_engine_data_path_reset_mid_block(cut, rng):
+    # dense 16-nonzero blocks: a reset some cycles into the run lands inside a block, with
+    # partial sums in the PEs (reset-less registers, zeroed the cycle after a reset); the
+    # run after the reset must not see them
+    cfg = _cfg(max_k=64, a_nz_depth=512, a_hdr_depth=32)
+    a, b = _dense(rng, 4, 64), _dense(rng, 8, 64)
+    res = run_amaranth(cfg, a, b, reset_after=cut)
+    assert res["status"] == Status.OK
+    check(cfg, res, a, b)
 
 
 # ---- FPGA flow entry points -----------------------------------------------------------------
