@@ -406,25 +406,19 @@ class Accelerator(wiring.Component):
         def rv(x):
             return Mux(r_valid, x, 0)
 
-        # the filter's fields (the first whole beats) read as 0 unless r_valid: one gate per
-        # bit of the selected beat, not one per bit of the record
-        filter_fields = Cat(
-            op.values, op.zeros, op.filtered_zeros,
-            d.hist_base, te_applied, tm_applied, r_valid.as_unsigned(), Const(0, 7),
-            *(op.hist[b] for b in range(HIST_BINS)),
+        record = Cat(
+            rv(op.values), rv(op.zeros), rv(op.filtered_zeros),
+            rv(d.hist_base), rv(te_applied), rv(tm_applied), r_valid.as_unsigned(), Const(0, 7),
+            *(rv(op.hist[b]) for b in range(HIST_BINS)),
+            r_out, r_filt, r_dense, r_macs, Const(0, 32), idx, Const(0, 32),
         )
-        assert len(filter_fields) % DATA_W == 0, len(filter_fields)
-        record = Cat(filter_fields,
-                     r_out, r_filt, r_dense, r_macs, Const(0, 32), idx, Const(0, 32))
         assert len(record) == STATS_BYTES * 8, len(record)
         rec_beat = Signal(range(_STATS_BEATS + 1))
-        rec_word = Mux(r_valid | (rec_beat >= len(filter_fields) // DATA_W),
-                       record.word_select(rec_beat, DATA_W), 0)
         stats_mode = Signal()
         with m.If(stats_mode):
             m.d.comb += [
                 wf.inp.valid.eq(rec_beat < _STATS_BEATS),
-                wf.inp.payload.data.eq(rec_word),
+                wf.inp.payload.data.eq(record.word_select(rec_beat, DATA_W)),
                 wf.inp.payload.keep.eq((1 << ALIGN) - 1),
                 wf.inp.payload.last.eq(rec_beat == _STATS_BEATS - 1),
             ]
