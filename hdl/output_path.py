@@ -328,7 +328,9 @@ class OutputPath(wiring.Component):
         lanes1 = Signal(range(BLOCK + 1))
         last1 = Signal()
         v2 = Signal()
-        blk2 = Signal(data.ArrayLayout(ENTRY, BLOCK))
+        # reset-less: read only with v2 (or as the empty tensor's ignored payload); a reset
+        # on top of the column/ReLU zeroing below would cost a LUT per bit on an FPGA
+        blk2 = Signal(data.ArrayLayout(ENTRY, BLOCK), reset_less=True)
         lanes2 = Signal(range(BLOCK + 1))
         last2 = Signal()
         adv = Signal()
