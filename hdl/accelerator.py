@@ -230,16 +230,23 @@ class Accelerator(wiring.Component):
         m.d.comb += [csr.err_code_code.eq(err_code), csr.err_index_index.eq(err_index),
                      csr.done_count_count.eq(done_count)]
 
-        # counters of the job
-        c_cycles = Signal(32)
-        c_phase = Signal(data.ArrayLayout(32, 3))
-        c_macs = Signal(64)
-        c_dense = Signal(64)
-        c_rbytes = Signal(32)
-        c_wbytes = Signal(32)
-        c_vals = Signal(32)
-        c_zeros = Signal(32)
-        c_fzeros = Signal(32)
+        # counters of the job: reset-less, zeroed by a start and in the cycle after a reset
+        # (one synchronous reset per flip-flop on an FPGA: a domain reset beside the start's
+        # zeroing would cost a LUT per bit)
+        c_cycles = Signal(32, reset_less=True)
+        c_phase = Signal(data.ArrayLayout(32, 3), reset_less=True)
+        c_macs = Signal(64, reset_less=True)
+        c_dense = Signal(64, reset_less=True)
+        c_rbytes = Signal(32, reset_less=True)
+        c_wbytes = Signal(32, reset_less=True)
+        c_vals = Signal(32, reset_less=True)
+        c_zeros = Signal(32, reset_less=True)
+        c_fzeros = Signal(32, reset_less=True)
+        counters = [c_cycles, c_phase, c_macs, c_dense, c_rbytes, c_wbytes, c_vals, c_zeros,
+                    c_fzeros]
+        clear_counters = Signal()
+        after_rst = Signal(init=1)
+        m.d.sync += after_rst.eq(0)
         m.d.comb += [
             csr.cycles_count.eq(c_cycles),
             csr.cycles_fp_count.eq(c_phase[Phase.FP]),
@@ -488,10 +495,8 @@ class Accelerator(wiring.Component):
                         base.eq(csr.desc_base_addr), count.eq(csr.desc_count_count),
                         dram.eq(csr.dram_size_size), idx.eq(0),
                         dptr.eq(csr.desc_base_addr), pend.eq(0), code.eq(0),
-                        c_cycles.eq(0), c_macs.eq(0), c_dense.eq(0), c_rbytes.eq(0),
-                        c_wbytes.eq(0), c_vals.eq(0), c_zeros.eq(0), c_fzeros.eq(0),
                     ]
-                    m.d.sync += [c_phase[p].eq(0) for p in range(3)]
+                    m.d.comb += clear_counters.eq(1)
                     m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.comb += busy.eq(1)
@@ -771,4 +776,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += [err_code.eq(code), err_index.eq(idx),  # done_count: set by NEXT
                              upd_active.eq(0), ws_state.eq(0), drain_t.eq(0)]
                 m.next = "IDLE"
+
+        # last, so that it takes priority over every increment
+        with m.If(clear_counters | after_rst):
+            m.d.sync += [c.eq(0) for c in counters]
         return m
