@@ -78,7 +78,7 @@ TARGETS = {
     },
     "ecp5-default": {
         "board": "ulx3s-85f", "family": "ecp5", "device": "ECP5-85F (CABGA381)",
-        # default first (it places at 80 % but does not route: stopped by FPGA_PNR_TIMEOUT),
+        # default first (it places at 72 % but does not route: stopped by FPGA_PNR_TIMEOUT),
         # then the same board top with the small and the tiny engines, and the host link alone
         # as the last resort (docs/results.md, "FPGA builds")
         "designs": [("board", "default"), ("board", "small"), ("board", "tiny"), ("link", "-")],
