@@ -278,6 +278,9 @@ def build(target: str, out_root: Path, designs=None) -> dict:
     if target not in TARGETS:
         raise ValueError(f"Unknown FPGA target {target!r}; choose from {sorted(TARGETS)}")
     t = TARGETS[target]
+    # the environment's nextpnr settings, checked before minutes of synthesis, not after
+    pnr_timeout()
+    pnr_extra_args()
     out = out_root / target
     out.mkdir(parents=True, exist_ok=True)
     print(f"== {target}: {t['board']} on {t['device']}", flush=True)
