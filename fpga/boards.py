@@ -27,7 +27,9 @@ Both build the accelerator with ``drain_lanes=4`` and ``load_lanes=4``: the BFP8
 sparsity filter, HBM encoders and decoder process 4 values a cycle (a block every 4 cycles),
 at a fraction of their 16-wide area, with the same results. The ULX3S also keeps the carry
 queues of two engine lanes in block RAM (``carry_bram_lanes``, 40 of the 85F's spare DP16KD
-for about 2,000 LUT positions; as many lanes as the engine has if that is fewer).
+for about 2,000 LUT positions; as many lanes as the engine has if that is fewer), and two PEs
+share each align unit (``align_share=2``: about 7,800 LUT positions fewer, the same results,
+sparse blocks slower; ``docs/architecture.md``, "Shared align units").
 """
 
 from __future__ import annotations
@@ -61,14 +63,14 @@ BOARDS = {
     "icebreaker": {
         "platform": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
         "config": "tiny", "mem_bytes": 128 * 1024, "spram": True, "drain_lanes": 4,
-        "load_lanes": 4, "carry_bram_lanes": 0,
+        "load_lanes": 4, "carry_bram_lanes": 0, "align_share": 1,
         "clk_hz": 12e6, "baud": 115200, "family": "ice40",
     },
     "ulx3s-85f": {
         "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
         # 64 KiB (32 DP16KD): the digits MLP 64-64-10 at batch 32 takes 60 KiB with default
         "config": "default", "mem_bytes": 64 * 1024, "spram": False, "drain_lanes": 4,
-        "load_lanes": 4, "carry_bram_lanes": 2,
+        "load_lanes": 4, "carry_bram_lanes": 2, "align_share": 2,
         # the tiny board top reached 17.1 MHz (nextpnr) against 25 MHz: an EHXPLLL makes
         # 12.5 MHz from the 25 MHz oscillator (yowasp-ecppll -i 25 -o 12.5)
         "clk_hz": 12.5e6, "baud": 115200, "family": "ecp5",
@@ -108,7 +110,7 @@ class BoardSystem(wiring.Component):
         Of the :class:`hdl.uart_bridge.UARTBridge`.
     **acc_kwargs
         ``max_burst``, ``max_outstanding``, ``decoder_fifo``, ``drain_lanes``, ``load_lanes``,
-        ``carry_bram_lanes``
+        ``carry_bram_lanes``, ``align_share``
         of the :class:`hdl.accelerator.Accelerator` (the board tops use 4 for both: the
         converter, filter, encoders and decoder 4 values a cycle, a fraction of their area).
 
@@ -227,7 +229,8 @@ class BoardTop(wiring.Component):
                                       mem_bytes=mem_bytes or b["mem_bytes"], spram=b["spram"],
                                       drain_lanes=b["drain_lanes"],
                                       load_lanes=b["load_lanes"],
-                                      carry_bram_lanes=min(b["carry_bram_lanes"], cfg.lanes))
+                                      carry_bram_lanes=min(b["carry_bram_lanes"], cfg.lanes),
+                                      align_share=min(b["align_share"], cfg.rows))
         super().__init__({})
 
     def _pll(self, m, platform, pll):

@@ -53,7 +53,7 @@ from .descriptor import DESC_BYTES, Flag, Op, Phase, layout
 from .dma import DMAError, DMAReader, DMAWriter
 from .engine import Engine, check_carry_bram_lanes
 from .engine import Op as EngineOp
-from .engine_lane import widths
+from .engine_lane import check_align_share, widths
 from .engine_load import Status as EngineStatus
 from .hbm_decoder import HBMDecoder
 from .output_path import Op as PathOp
@@ -107,6 +107,10 @@ class Accelerator(wiring.Component):
         Engine lanes (0 to ``cfg.lanes``) whose K-segment carry queue is in block RAM rather
         than distributed RAM (:class:`~hdl.engine.Engine`): an FPGA area trade with the same
         results and cycles.
+    align_share : int
+        PEs per align unit in the engine's lanes (:class:`~hdl.engine.Engine`; a power of
+        two from 1 to R): an FPGA area trade with the same results, sparse blocks cost more
+        cycles.
 
     Attributes
     ----------
@@ -120,7 +124,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, cfg: EngineConfig, *, max_burst: int = 16, max_outstanding: int = 4,
                  decoder_fifo: int = 256, drain_lanes: int = 16, load_lanes: int = 16,
-                 carry_bram_lanes: int = 0):
+                 carry_bram_lanes: int = 0, align_share: int = 1):
         if not isinstance(cfg, EngineConfig):
             self._MustUse__silence = True  # never elaborated
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
@@ -130,6 +134,7 @@ class Accelerator(wiring.Component):
             HBMDecoder(DATA_W, decoder_fifo, lanes=load_lanes)._MustUse__silence = True
             check_drain_lanes(drain_lanes)
             check_carry_bram_lanes(carry_bram_lanes, cfg)
+            check_align_share(align_share, cfg)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # never elaborated
             raise
@@ -140,6 +145,7 @@ class Accelerator(wiring.Component):
         self._drain_lanes = drain_lanes
         self._load_lanes = load_lanes
         self._carry_bram_lanes = carry_bram_lanes
+        self._align_share = align_share
         super().__init__({
             "csr": In(AXI4LiteSignature(CSR_ADDR_W, 32)),
             "mem": Out(AXI4Signature(ADDR_W, DATA_W)),
@@ -180,7 +186,8 @@ class Accelerator(wiring.Component):
         ad_a = BlockAdapter(w["m"], w["kb"])
         ad_b = BlockAdapter(w["n"], w["kb"])
         ad_m = MaskAdapter(w["m"], w["g"], R)
-        eng = Engine(cfg, carry_bram_lanes=self._carry_bram_lanes)
+        eng = Engine(cfg, carry_bram_lanes=self._carry_bram_lanes,
+                     align_share=self._align_share)
         op = OutputPath(cfg, DATA_W, drain_lanes=self._drain_lanes)
         upd = UpdatePath(cfg)
         m.submodules.update_path = rst(upd)

@@ -50,7 +50,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import BLOCK, EngineConfig
-from .engine_lane import Lane, hdr_layout, out_layout, row_layout, widths
+from .engine_lane import Lane, check_align_share, hdr_layout, out_layout, row_layout, widths
 from .engine_load import ALoader, BLoader, Status, beat_layout
 from .output_path import carry_addr_layout, carry_data_layout
 
@@ -148,6 +148,10 @@ class Engine(wiring.Component):
         How many lanes (0 to ``cfg.lanes``, the first ones) keep their carry queue in block
         RAM instead of distributed RAM (:class:`~hdl.engine_lane.Lane`'s ``carry_bram``): an
         FPGA area trade, the results and cycles are the same.
+    align_share : int
+        PEs per align unit in every lane (:class:`~hdl.engine_lane.Lane`'s ``align_share``,
+        a power of two from 1 to R): an FPGA area trade, the results are the same but a
+        block with fewer than ``align_share`` nonzeros costs ``align_share`` cycles.
 
     Attributes
     ----------
@@ -181,15 +185,19 @@ class Engine(wiring.Component):
     ------
     TypeError
         If ``cfg`` is not an :class:`~hdl.config.EngineConfig`.
+    ValueError
+        If ``carry_bram_lanes`` or ``align_share`` is out of range.
     """
 
-    def __init__(self, cfg: EngineConfig, *, carry_bram_lanes: int = 0):
+    def __init__(self, cfg: EngineConfig, *, carry_bram_lanes: int = 0, align_share: int = 1):
         if not isinstance(cfg, EngineConfig):
             self._MustUse__silence = True  # never elaborated: no "created but never used"
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
         check_carry_bram_lanes(carry_bram_lanes, cfg, self)
+        check_align_share(align_share, cfg, self)
         self._cfg = cfg
         self._carry_bram_lanes = carry_bram_lanes
+        self._align_share = align_share
         w = widths(cfg)
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout(cfg))),
@@ -281,7 +289,8 @@ class Engine(wiring.Component):
         lanes = []
         granted = Const(0)
         for n in range(L):
-            lane = Lane(cfg, carry_bram=n < self._carry_bram_lanes)
+            lane = Lane(cfg, carry_bram=n < self._carry_bram_lanes,
+                        align_share=self._align_share)
             m.submodules[f"lane{n}"] = lane
             lanes.append(lane)
             grant = (computing & (d_i < run_m) & lane.task_req & ~granted

@@ -48,8 +48,8 @@ from .config import BLOCK, EngineConfig
 from .pe import ACC_W, EXP_W, P_W, S_W, AlignUnit
 from .regfifo import BlockRAMQueue, RegFIFO
 
-__all__ = ["Lane", "hdr_layout", "row_layout", "out_layout", "bexp_layout", "carry_layout",
-           "carry_queue_depth", "widths"]
+__all__ = ["Lane", "check_align_share", "hdr_layout", "row_layout", "out_layout",
+           "bexp_layout", "carry_layout", "carry_queue_depth", "widths"]
 
 
 def widths(cfg: EngineConfig) -> dict:
@@ -102,6 +102,18 @@ def carry_layout(cfg):
     })
 
 
+def check_align_share(value, cfg: EngineConfig, owner=None) -> int:
+    """``value`` if it is a valid ``align_share`` for ``cfg`` (a power of two from 1 to
+    ``cfg.rows``), else ``ValueError`` (``owner``, a component being built, is silenced)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 \
+            or value & (value - 1) or value > cfg.rows:
+        if owner is not None:
+            owner._MustUse__silence = True  # never elaborated
+        raise ValueError(f"align_share must be a power of two from 1 to rows ({cfg.rows}), "
+                         f"not {value!r}")
+    return value
+
+
 def carry_queue_depth(cfg) -> int:
     """Entries of a lane's carry queue: the most tasks a lane holds between its task slot and
     the align stage (T, I, ``desc_depth`` in P1 / P2 / the descriptor queue, W, R, M1, A), so
@@ -144,6 +156,14 @@ class Lane(wiring.Component):
         DP16KD on the ECP5 at R = 16) instead of distributed RAM (about 1,030 LUT positions).
         Same behaviour and cycles: an entry is written at least seven cycles before the align
         stage reads it, more than the two the block RAM queue needs.
+    align_share : int
+        PEs per :class:`~hdl.pe.AlignUnit` (a power of two from 1 to R; 1, the default, is
+        one unit per PE). With ``align_share = S`` the R PEs share R / S units and the align
+        stage spends S cycles on a block (PE ``j*S + k`` in its cycle ``k``); the walker
+        keeps the last tokens of two blocks S cycles apart, so a block with fewer than S
+        nonzeros costs S cycles instead of one. An FPGA area trade: the results are the
+        same, only the cycles of sparse blocks grow (``docs/architecture.md``, "Shared align
+        units").
 
     Attributes
     ----------
@@ -172,15 +192,17 @@ class Lane(wiring.Component):
         The lane holds work (anything from the task slot to the output queue).
     """
 
-    def __init__(self, cfg: EngineConfig, *, carry_bram: bool = False):
+    def __init__(self, cfg: EngineConfig, *, carry_bram: bool = False, align_share: int = 1):
         if not isinstance(cfg, EngineConfig):
             self._MustUse__silence = True  # never elaborated: no "created but never used"
             raise TypeError(f"cfg must be an EngineConfig, not {cfg!r}")
         if not isinstance(carry_bram, bool):
             self._MustUse__silence = True
             raise TypeError(f"carry_bram must be a bool, not {carry_bram!r}")
+        check_align_share(align_share, cfg, self)
         self._cfg = cfg
         self._carry_bram = carry_bram
+        self._align_share = align_share
         w = widths(cfg)
         r = cfg.rows
         super().__init__({
@@ -365,8 +387,19 @@ class Lane(wiring.Component):
         lastblk = is_empty | ((w_rem & (w_rem - 1)) == 0)
         last_task = lastblk & wd.last
         issue = Signal()
+        # shared align units: a block's last token waits until S cycles after the previous
+        # one, so the align stage has finished the previous block's S steps
+        S = self._align_share
+        gap_ok = Const(1)
+        if S > 1:
+            lb_wait = Signal(range(S))
+            gap_ok = ~lastblk | (lb_wait == 0)
+            with m.If(issue & lastblk):
+                m.d.sync += lb_wait.eq(S - 1)
+            with m.Elif(lb_wait != 0):
+                m.d.sync += lb_wait.eq(lb_wait - 1)
         m.d.comb += [
-            issue.eq(w_valid & (~last_task | (out_cnt < cfg.out_depth))),
+            issue.eq(w_valid & (~last_task | (out_cnt < cfg.out_depth)) & gap_ok),
             self.nz_addr.eq(wd.nz + pop),
             self.bm_addr.eq(Cat(kidx, wd.kb, wd.g)),
         ]
@@ -445,23 +478,52 @@ class Lane(wiring.Component):
         # carry = 0), the others from the accumulators
         fresh = Signal(init=1)
         head = cq_l(cq.r_data)
-        with m.If(al.valid):
+        # a block's align steps: one cycle (al.valid) with a unit per PE; with shared units
+        # S cycles, phase k stepping PE j*S + k on unit j (al, al_p and al_s hold: the next
+        # block's last token comes S cycles later, see the walker)
+        if S > 1:
+            ph = Signal(range(S))
+            a_act = al.valid | (ph != 0)
+            with m.If(a_act):
+                m.d.sync += ph.eq(ph + 1)  # wraps to 0 after phase S - 1
+            a_end = a_act & (ph == S - 1)
+        else:
+            ph = Const(0)
+            a_act = a_end = al.valid
+        with m.If(a_end):
             m.d.sync += fresh.eq(al.last)
-        m.d.comb += cq.r_en.eq(al.valid & al.last)
-        for r in range(R):
+        m.d.comb += cq.r_en.eq(a_end & al.last)
+
+        def start(r):  # PE r's accumulator before this step
+            return (Mux(fresh, Mux(head.keep[r], head.data.mant[r], 0), acc_s[r]),
+                    Mux(fresh, Mux(head.keep[r], head.data.exp[r], 0), acc_e[r]))
+
+        for j in range(R // S):
             au = AlignUnit()
-            m.submodules[f"pe{r}"] = au
-            m.d.comb += [
-                au.acc_s.eq(Mux(fresh, Mux(head.keep[r], head.data.mant[r], 0), acc_s[r])),
-                au.acc_e.eq(Mux(fresh, Mux(head.keep[r], head.data.exp[r], 0), acc_e[r])),
-                au.p.eq(al_p[r]), au.s.eq(al_s[r]),
-                ow.mant[r].eq(au.new_s), ow.exp[r].eq(au.new_e),
-            ]
-            with m.If(al.valid):
-                m.d.sync += [acc_s[r].eq(au.new_s), acc_e[r].eq(au.new_e)]
+            m.submodules[f"pe{j}"] = au
+            group = range(j * S, j * S + S)
+            if S > 1:
+                m.d.comb += [
+                    au.acc_s.eq(Array(start(r)[0] for r in group)[ph]),
+                    au.acc_e.eq(Array(start(r)[1] for r in group)[ph]),
+                    au.p.eq(Array(al_p[r] for r in group)[ph]),
+                    au.s.eq(Array(al_s[r] for r in group)[ph]),
+                ]
+            else:
+                m.d.comb += [au.acc_s.eq(start(j)[0]), au.acc_e.eq(start(j)[1]),
+                             au.p.eq(al_p[j]), au.s.eq(al_s[j])]
+            for k, r in enumerate(group):
+                with m.If(a_act & (ph == k)):
+                    m.d.sync += [acc_s[r].eq(au.new_s), acc_e[r].eq(au.new_e)]
+                # the task's results: the last phase's from the unit, the others from the
+                # accumulators written in the earlier phases of this block
+                if k == S - 1:
+                    m.d.comb += [ow.mant[r].eq(au.new_s), ow.exp[r].eq(au.new_e)]
+                else:
+                    m.d.comb += [ow.mant[r].eq(acc_s[r]), ow.exp[r].eq(acc_e[r])]
         m.d.comb += [
             fifo_o.w_data.eq(ow),
-            fifo_o.w_en.eq(al.valid & al.last),
+            fifo_o.w_en.eq(a_end & al.last),
             self.o.valid.eq(fifo_o.r_rdy),
             self.o.payload.eq(fifo_o.r_data),
             fifo_o.r_en.eq(self.o.ready),

@@ -10,7 +10,10 @@ sweep of ``verif/cocotb/engine_bench_tb.py`` (every phase at sparsities 0, 0.5, 
 * ``build/bench/engine_speedup.png``: speedup against sparsity beside the ideal;
 * ``build/bench/engine.md``: the table, with the targets of the issue checked.
 
-Usage: ``python -m verif.bench_engine [--config default] [--tile 64x64x256] [--seed 1]``.
+Usage: ``python -m verif.bench_engine [--config default] [--tile 64x64x256] [--seed 1]
+[--align-share 1]``. ``--align-share S`` measures the engine with S PEs per align unit (the
+FPGA board option, :class:`hdl.engine.Engine`); its Verilator build and raw records are kept
+apart from the S = 1 ones.
 """
 
 from __future__ import annotations
@@ -110,31 +113,44 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="default")
     ap.add_argument("--tile", default=None, help="MxNxK (default: the config's largest)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default=str(BUILD / "bench"))
+    ap.add_argument("--align-share", type=int, default=1,
+                    help="PEs per align unit: a power of two from 1 to R (default 1)")
+    ap.add_argument("--out", default=None,
+                    help="output directory (default build/bench, build/bench_s<S> with "
+                         "--align-share S > 1)")
     ap.add_argument("--summarize-only", action="store_true",
                     help="redo the JSON, table and plot from the last run's raw records")
     args = ap.parse_args(argv)
     cfg = get_config(args.config)
+    share = args.align_share
+    try:
+        dut = Engine(cfg, align_share=share)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.summarize_only:
+        dut._MustUse__silence = True  # not simulated: no "created but never used" warning
+    tag = cfg.name + (f"_s{share}" if share > 1 else "")
     tile = args.tile or f"{cfg.max_m}x{cfg.max_n}x{cfg.max_k}"
-    out = Path(args.out).resolve()
+    out = Path(args.out or BUILD / ("bench" + (f"_s{share}" if share > 1 else ""))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    raw = out / f"engine_raw_{cfg.name}.json"
+    raw = out / f"engine_raw_{tag}.json"
     if not args.summarize_only:
-        print(f"bench: engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes}), tile {tile}, "
+        print(f"bench: engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes}, "
+              f"align_share={share}), tile {tile}, "
               f"sparsities {SPARSITIES}; Verilator build, then one simulation (progress "
               "below)", flush=True)
     t0 = time.monotonic()
     if not args.summarize_only:
-        run_cocotb(Engine(cfg), name=f"engine_{cfg.name}",
+        run_cocotb(dut, name=f"engine_{tag}",
                    test_module="verif.cocotb.engine_bench_tb",
-                   test_id=f"engine_{cfg.name}", seed=args.seed,
+                   test_id=f"engine_{tag}", seed=args.seed,
                    extra_env={"CFG": json.dumps(dataclasses.asdict(cfg)), "TILE": tile,
                               "SPARSITIES": ",".join(map(str, SPARSITIES)),
                               "BENCH_OUT": raw})
     records, checks = summarize(json.loads(raw.read_text()))
     (out / "engine.json").write_text(json.dumps(records, indent=1))
     plot(records, out / "engine_speedup.png")
-    md = (f"Engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes}, peak "
+    md = (f"Engine '{cfg.name}' (R={cfg.rows}, L={cfg.lanes}, align_share={share}, peak "
           f"{cfg.peak_macs_per_cycle} MACs/cycle), tile {tile}, seed {args.seed}\n\n"
           + table(records) + "\n\n" + "\n".join(f"- {c}" for c in checks) + "\n")
     (out / "engine.md").write_text(md)

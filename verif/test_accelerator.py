@@ -28,6 +28,9 @@ def test_parameters_validated():
         with pytest.raises(ValueError, match=r"^carry_bram_lanes must be an integer from 0 to "
                                              r"1 \(the lanes of 'tiny'\), not "):
             Accelerator(get_config("tiny"), carry_bram_lanes=bad)
+    with pytest.raises(ValueError, match=r"^align_share must be a power of two from 1 to "
+                                         r"rows \(4\), not 3$"):
+        Accelerator(get_config("tiny"), align_share=3)
 
 
 @pytest.mark.parametrize("config,sizes,batch,steps,cxx_opt", [
@@ -37,10 +40,12 @@ def test_parameters_validated():
     pytest.param("small", "64,32,10", 32, 2, None, marks=pytest.mark.slow),
 ])
 def test_system(config, sizes, batch, steps, cxx_opt, seed):
-    # tiny's one lane keeps its carry queue in block RAM (as the ULX3S board top builds it;
-    # carry_bram_lanes=1): the K chains run through it under Verilator
+    # tiny is built as the ULX3S board top builds its engine: its one lane keeps its carry
+    # queue in block RAM (carry_bram_lanes=1), so the K chains run through it under
+    # Verilator, and two PEs share an align unit (align_share=2)
     cfg = get_config(config)
-    run_cocotb(Accelerator(cfg, carry_bram_lanes=1 if config == "tiny" else 0),
+    board = {"carry_bram_lanes": 1, "align_share": 2} if config == "tiny" else {}
+    run_cocotb(Accelerator(cfg, **board),
                name="accelerator",
                test_module="verif.cocotb.accelerator_tb", test_id=f"accelerator-{config}",
                seed=seed, extra_env={"CONFIG": config, "SIZES": sizes, "BATCH": batch,

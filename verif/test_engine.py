@@ -4,6 +4,8 @@ The Verilator runs over phases and edge cases are in ``test_engine_cocotb.py``; 
 fast checks (pure Python simulation of the ``tiny`` configuration).
 """
 
+import re
+
 import numpy as np
 import pytest
 from amaranth import ResetInserter, Signal
@@ -11,8 +13,10 @@ from amaranth.sim import Simulator
 
 from golden.bfp import BFPTensor
 from golden.gemm import ACC_W, GUARD, matmul, reblock
+from hdl.accelerator import Accelerator
 from hdl.config import CONFIGS, EngineConfig, get_config
 from hdl.engine import Engine, Status
+from hdl.engine_lane import Lane
 from hdl.pe import AlignUnit
 from verif.engine_model import Packer, block_beats, expected_beats, om_words, random_operand
 
@@ -63,6 +67,16 @@ def test_named_configs():
 def test_engine_rejects_non_config():
     with pytest.raises(TypeError, match=r"^cfg must be an EngineConfig, not 'tiny'$"):
         Engine("tiny")
+
+
+@pytest.mark.parametrize("bad", [0, 3, 8, -2, True, 2.0, "2"])
+def test_align_share_validated(bad):
+    msg = rf"^align_share must be a power of two from 1 to rows \(4\), not {re.escape(repr(bad))}$"
+    for build in (lambda: Engine(get_config("tiny"), align_share=bad),
+                  lambda: Lane(get_config("tiny"), align_share=bad),
+                  lambda: Accelerator(get_config("tiny"), align_share=bad)):
+        with pytest.raises(ValueError, match=msg):
+            build()
 
 
 # ---- the align step -------------------------------------------------------------------------
@@ -136,13 +150,13 @@ def test_align_unit(rng):
 # ---- the engine in the Amaranth simulator ---------------------------------------------------
 
 
-def run_amaranth(cfg, a, b, out_mask=None, *, n_runs=1, reset_after=None):
+def run_amaranth(cfg, a, b, out_mask=None, *, n_runs=1, reset_after=None, align_share=1):
     """Load A, B (and the mask), RUN; return the output beats, the counters and the status.
 
     With ``reset_after = c``, a first RUN is cut by a data-path reset (a ``ResetInserter``,
     as the accelerator applies after an error) ``c`` cycles after its command, then
-    everything is loaded and run again."""
-    dut = Engine(cfg)
+    everything is loaded and run again. ``align_share`` is the engine's."""
+    dut = Engine(cfg, align_share=align_share)
     soft_rst = Signal()
     pk = Packer(cfg)
     m_, n_ = a.shape[0], b.shape[0]
@@ -214,8 +228,9 @@ def check(cfg, res, a, b, out_mask=None):
         assert got[key] == want[key], f"task {key}: got {got[key]}, want {want[key]}"
 
 
+@pytest.mark.parametrize("align_share", [1, 2, 4])
 @pytest.mark.parametrize("phase", ["fp", "bp", "wg"])
-def test_engine_amaranth_sim(phase, rng):
+def test_engine_amaranth_sim(phase, align_share, rng):
     cfg = get_config("tiny")
     if phase == "wg":
         dy = random_operand(rng, 16, 16, 0.6)   # (N x Co) blocked along Co
@@ -226,7 +241,7 @@ def test_engine_amaranth_sim(phase, rng):
         a = random_operand(rng, 5, 48, 0.7)
         b = random_operand(rng, 7, 48, 0.0 if phase == "fp" else 0.1)
         out_mask = rng.random((5, 7)) < 0.5 if phase == "bp" else None
-    res = run_amaranth(cfg, a, b, out_mask)
+    res = run_amaranth(cfg, a, b, out_mask, align_share=align_share)
     assert res["status"] == Status.OK
     check(cfg, res, a, b, out_mask)
     both = (a.mantissas != 0).astype(int) @ (b.mantissas != 0).astype(int).T
@@ -265,6 +280,47 @@ def test_engine_data_path_reset_mid_block(cut, rng):
     res = run_amaranth(cfg, a, b, reset_after=cut)
     assert res["status"] == Status.OK
     check(cfg, res, a, b)
+
+
+def _one_per_block(rng, rows, k):
+    """Dense exponents, exactly one nonzero mantissa per block (at a random position)."""
+    t = random_operand(rng, rows, k, 0.0)
+    mant = np.zeros_like(t.mantissas)
+    for i in range(rows):
+        for kb in range(k // 16):
+            mant[i, kb * 16 + rng.integers(16)] = rng.choice([-1, 1]) * rng.integers(1, 128)
+    return BFPTensor(t.exponents, mant)
+
+
+@pytest.mark.parametrize("cut", range(14, 24))
+def test_engine_shared_align_reset_between_phases(cut, rng):
+    # one-nonzero blocks keep the shared align units stepping back to back; a reset at
+    # every cycle of a stretch of the run lands in each of their phases
+    cfg = _cfg(max_k=64, a_nz_depth=512, a_hdr_depth=32)
+    a, b = _one_per_block(rng, 4, 64), _dense(rng, 8, 64)
+    res = run_amaranth(cfg, a, b, reset_after=cut, align_share=4)
+    assert res["status"] == Status.OK
+    check(cfg, res, a, b)
+
+
+def test_engine_shared_align_cycles(rng):
+    # with S PEs per align unit a block's last token waits S cycles after the previous
+    # block's: dense blocks (16 nonzeros) cost nothing more, one-nonzero blocks S cycles;
+    # the run's last block leaves the align stage S - 1 cycles later
+    cfg = _cfg(lanes=1, max_k=64, a_nz_depth=512, a_hdr_depth=32)  # R=4, one lane
+    b = _dense(rng, 8, 64)
+    tasks = 4 * 2  # 4 rows x 2 column groups, 4 blocks each
+    for a, per_block in ((_dense(rng, 4, 64), 16), (_one_per_block(rng, 4, 64), 1)):
+        cycles = {}
+        for share in (1, 2, 4):
+            res = run_amaranth(cfg, a, b, align_share=share)
+            check(cfg, res, a, b)
+            assert res["mac_cycles"] == tasks * 4 * per_block
+            cycles[share] = res["cycles"]
+        for share in (2, 4):
+            # one-nonzero blocks: S - 1 more cycles after each of the 32 (31 gaps, the tail)
+            more = (share - 1) * (1 if per_block == 16 else 32)
+            assert cycles[share] - cycles[1] == more, cycles
 
 
 # ---- FPGA flow entry points -----------------------------------------------------------------

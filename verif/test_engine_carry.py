@@ -37,9 +37,9 @@ class _Top(wiring.Component):
 
     hold: In(1)
 
-    def __init__(self, cfg, carry_bram_lanes=0):
+    def __init__(self, cfg, carry_bram_lanes=0, align_share=1):
         self.cfg = cfg
-        self.eng = Engine(cfg, carry_bram_lanes=carry_bram_lanes)
+        self.eng = Engine(cfg, carry_bram_lanes=carry_bram_lanes, align_share=align_share)
         self.op = OutputPath(cfg, BUS)
         super().__init__()
 
@@ -68,9 +68,9 @@ def _nonzero_macs(a: BFPTensor, b: BFPTensor, mask) -> int:
 
 
 class _Bench:
-    def __init__(self, cfg, carry_bram_lanes=0):
+    def __init__(self, cfg, carry_bram_lanes=0, align_share=1):
         self.cfg = cfg
-        self.top = _Top(cfg, carry_bram_lanes)
+        self.top = _Top(cfg, carry_bram_lanes, align_share)
         self.pk = Packer(cfg)
         self.opk = OPPacker(cfg)
         self.hold_plan = None  # callable(cycle) -> hold, during RUNs
@@ -199,12 +199,14 @@ def test_carry_ports_mirror_output_path():
 # ---- K chains -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, carry_bram_lanes", [("tiny", 0), ("small", 0), ("small", 1)])
-def test_k_chain_bit_exact(name, carry_bram_lanes, rng):
+@pytest.mark.parametrize("name, carry_bram_lanes, align_share",
+                         [("tiny", 0, 1), ("tiny", 1, 4), ("small", 0, 1), ("small", 1, 2)])
+def test_k_chain_bit_exact(name, carry_bram_lanes, align_share, rng):
     """2- and 3-segment chains, with and without output mask, into one buffer (with one of
-    small's two lanes keeping its carry queue in block RAM, too)."""
+    small's two lanes keeping its carry queue in block RAM, too; and with shared align
+    units, whose phases take the carried accumulators PE by PE)."""
     cfg = get_config(name)
-    bench = _Bench(cfg, carry_bram_lanes)
+    bench = _Bench(cfg, carry_bram_lanes, align_share)
     if name == "tiny":
         cases = [(7, 10, (1, 2), False, (0.6, 0.2)), (9, 16, (2, 1, 1), True, (0.5, 0.3)),
                  (16, 13, (1, 1, 1), True, (0.8, 0.5))]
@@ -240,7 +242,7 @@ def test_carry_costs_no_cycles():
         bench = _Bench(cfg, carry_bram_lanes)
         cycles = []
 
-        async def body(ctx):
+        async def body(ctx, rng=rng, bench=bench, cycles=cycles):
             for m, n, sa, sb in cases:
                 a = random_operand(rng, m, 64, sa)
                 b = random_operand(rng, n, 64, sb)
