@@ -102,57 +102,8 @@ TARGETS = {
         "cells": {"luts": ["LUT4"], "ffs": ["TRELLIS_FF"], "dsps": ["MULT18X18D"],
                   "brams": ["DP16KD"], "lutram": ["TRELLIS_DPR16X4"], "carry": ["CCU2C"]},
         "capacity": {"luts": 83640, "dsps": 156, "brams": 208},
-        # each engine lane's multipliers pinned to one stretch of a multiplier row (below)
-        "floorplan": "ecp5-85f",
     },
 }
-
-# The LFE5U-85F's 156 MULT18X18D sites as nextpnr names them (found by placing 156
-# multipliers with nextpnr-ecp5 0.11): rows Y10, Y34 and Y58, in each 13 columns of four
-# (x, x + 1, x + 4, x + 5); the die's centre column is between x = 63 and x = 69.
-_ECP5_85F_DSP_ROWS = (10, 34, 58)
-_ECP5_85F_DSP_X = [(x + dx, f"MULT18_{z}") for x in (4, 13, 22, 31, 40, 49, 58, 69, 78, 87,
-                                                        96, 105, 114)
-                   for dx, z in ((0, 0), (1, 1), (4, 4), (5, 5))]
-# where the lanes go, in order: the lower row's left and right halves, then the upper row's,
-# then the middle row's (the middle row stays free for the other multipliers while it can)
-_ECP5_85F_LANE_SLOTS = [(10, 0), (10, 1), (58, 0), (58, 1), (34, 0), (34, 1)]
-
-
-def floorplan_lane_multipliers(netlist: dict) -> list[str]:
-    """Pin each GEMM engine lane's multipliers (the ``MULT18X18D`` cells of
-    ``engine.lane<n>``) to one stretch of a multiplier row of the ECP5-85F, through nextpnr's
-    ``BEL`` attribute; return one line per lane saying where, or why nothing was pinned.
-
-    Left to itself nextpnr's placer scatters a lane's 16 multipliers over the whole width of
-    the die and all three multiplier rows, and the lane's logic (products, partial sums,
-    align units) with them: each lane's wiring then spans the chip and router2 does not
-    converge (``docs/results.md``, "FPGA builds"). Pinned, a lane's multipliers sit in the
-    16 sites nearest the middle of one half of one row (lanes 0 and 1 in the lower row,
-    2 and 3 in the upper row, 4 and 5 in the middle one), and the placer gathers the lane's
-    logic around them. Only the placement changes, not the netlist."""
-    cells = netlist["modules"]["top"]["cells"]
-    lanes: dict[int, list[str]] = {}
-    for name, cell in cells.items():
-        m = re.search(r"\.engine\.lane(\d+)\.", name)
-        if m and cell["type"] == "MULT18X18D":
-            lanes.setdefault(int(m.group(1)), []).append(name)
-    if not lanes:
-        return ["floorplan: no engine lane multipliers in the netlist; nothing pinned"]
-    if len(lanes) > len(_ECP5_85F_LANE_SLOTS) or max(map(len, lanes.values())) > 26:
-        return [f"floorplan: {len(lanes)} lanes of up to {max(map(len, lanes.values()))} "
-                "multipliers do not fit the slots; nothing pinned"]
-    lines = []
-    for lane, (k, names) in enumerate(sorted(lanes.items())):
-        row, half = _ECP5_85F_LANE_SLOTS[lane]
-        sites = [s for s in _ECP5_85F_DSP_X if (s[0] > 66) == bool(half)]
-        middle = 33 if half == 0 else 94
-        sites = sorted(sorted(sites, key=lambda s: abs(s[0] - middle))[:len(names)])
-        for name, (x, z) in zip(sorted(names), sites, strict=True):
-            cells[name].setdefault("attributes", {})["BEL"] = f"X{x}/Y{row}/{z}"
-        lines.append(f"floorplan: lane {k}: {len(names)} multipliers at Y{row}, "
-                     f"x {sites[0][0]}..{sites[-1][0]}")
-    return lines
 
 
 def _tool(var: str, default: str) -> str:
@@ -283,11 +234,6 @@ def _build_design(t: dict, kind: str, config: str, out: Path) -> dict:
                           f"{t['capacity']['luts']}")
         print(f"   {r['pnr_error']}; not placed", flush=True)
         return r
-    if t.get("floorplan") and kind != "link":
-        netlist = json.loads((out / "top.json").read_text())
-        for line in floorplan_lane_multipliers(netlist):
-            print(f"   {line}", flush=True)
-        (out / "top.json").write_text(json.dumps(netlist))
     nextpnr = _tool("NEXTPNR_ICE40" if t["family"] == "ice40" else "NEXTPNR_ECP5",
                     f"yowasp-nextpnr-{t['family']}")
     extra = list(t["constraints"]) if kind != "engine" else t["engine_pnr"]
