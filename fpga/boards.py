@@ -27,9 +27,10 @@ Both build the accelerator with ``drain_lanes=4`` and ``load_lanes=4``: the BFP8
 sparsity filter, HBM encoders and decoder process 4 values a cycle (a block every 4 cycles),
 at a fraction of their 16-wide area, with the same results. The ULX3S also keeps the carry
 queues of two engine lanes in block RAM (``carry_bram_lanes``, 40 of the 85F's spare DP16KD
-for about 2,000 LUT positions; as many lanes as the engine has if that is fewer), and two PEs
-share each align unit (``align_share=2``: about 7,800 LUT positions fewer, the same results,
-sparse blocks slower; ``docs/architecture.md``, "Shared align units").
+for about 2,000 LUT positions; as many lanes as the engine has if that is fewer). Each board's
+``align_share`` (PEs per align unit, :class:`hdl.engine.Engine`) is 1: sharing saves LUTs
+(about 7,800 on the ULX3S at 2) but costs sparse cycles and did not make ``default`` route
+(``docs/results.md``, "FPGA builds").
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ BOARDS = {
         "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
         # 64 KiB (32 DP16KD): the digits MLP 64-64-10 at batch 32 takes 60 KiB with default
         "config": "default", "mem_bytes": 64 * 1024, "spram": False, "drain_lanes": 4,
-        "load_lanes": 4, "carry_bram_lanes": 2, "align_share": 2,
+        "load_lanes": 4, "carry_bram_lanes": 2, "align_share": 1,
         # the tiny board top reached 17.1 MHz (nextpnr) against 25 MHz: an EHXPLLL makes
         # 12.5 MHz from the 25 MHz oscillator (yowasp-ecppll -i 25 -o 12.5)
         "clk_hz": 12.5e6, "baud": 115200, "family": "ecp5",

@@ -40,9 +40,9 @@ def test_parameters_validated():
     pytest.param("small", "64,32,10", 32, 2, None, marks=pytest.mark.slow),
 ])
 def test_system(config, sizes, batch, steps, cxx_opt, seed):
-    # tiny is built as the ULX3S board top builds its engine: its one lane keeps its carry
-    # queue in block RAM (carry_bram_lanes=1), so the K chains run through it under
-    # Verilator, and two PEs share an align unit (align_share=2)
+    # tiny's one lane keeps its carry queue in block RAM (as the ULX3S board top builds it;
+    # carry_bram_lanes=1), so the K chains run through it under Verilator, and two PEs share
+    # an align unit (align_share=2, the FPGA area option), so whole jobs run through that
     cfg = get_config(config)
     board = {"carry_bram_lanes": 1, "align_share": 2} if config == "tiny" else {}
     run_cocotb(Accelerator(cfg, **board),
