@@ -29,7 +29,9 @@ Pipeline (one token per cycle, stalls only at the front):
 ``M2``  block partials ``p_r`` (exact); at the block's last nonzero they go to ``A``.
 ``A``   :class:`~hdl.pe.AlignUnit` per PE; a task's first block starts from the head of the
         carry queue, the others from the accumulators; at the task's last block the R
-        accumulators go to the lane's output queue and the carry queue is popped.
+        accumulators go to the lane's output queue and the carry queue is popped. With
+        ``align_share = S`` a unit serves S PEs, one per cycle: a block spends S cycles here
+        and the walker keeps blocks' last tokens S cycles apart.
 
 The carry queue (:func:`carry_queue_depth` entries) covers every task a lane can hold between
 T and A, so it never holds back a grant; ``nz_macs`` counts the nonzero products of enabled
