@@ -496,24 +496,24 @@ class Lane(wiring.Component):
             m.d.sync += fresh.eq(al.last)
         m.d.comb += cq.r_en.eq(a_end & al.last)
 
-        def start(r):  # PE r's accumulator before this step
-            return (Mux(fresh, Mux(head.keep[r], head.data.mant[r], 0), acc_s[r]),
-                    Mux(fresh, Mux(head.keep[r], head.data.exp[r], 0), acc_e[r]))
+        def pick(values):  # the value of this phase's PE in a unit's group
+            values = list(values)
+            return values[0] if S == 1 else Array(values)[ph]
 
         for j in range(R // S):
             au = AlignUnit()
             m.submodules[f"pe{j}"] = au
             group = range(j * S, j * S + S)
-            if S > 1:
-                m.d.comb += [
-                    au.acc_s.eq(Array(start(r)[0] for r in group)[ph]),
-                    au.acc_e.eq(Array(start(r)[1] for r in group)[ph]),
-                    au.p.eq(Array(al_p[r] for r in group)[ph]),
-                    au.s.eq(Array(al_s[r] for r in group)[ph]),
-                ]
-            else:
-                m.d.comb += [au.acc_s.eq(start(j)[0]), au.acc_e.eq(start(j)[1]),
-                             au.p.eq(al_p[j]), au.s.eq(al_s[j])]
+            # a PE's accumulator before this step: the carry-queue head for a task's first
+            # block (its keep bit applied), else the PE's own
+            m.d.comb += [
+                au.acc_s.eq(pick(Mux(fresh, Mux(head.keep[r], head.data.mant[r], 0), acc_s[r])
+                                 for r in group)),
+                au.acc_e.eq(pick(Mux(fresh, Mux(head.keep[r], head.data.exp[r], 0), acc_e[r])
+                                 for r in group)),
+                au.p.eq(pick(al_p[r] for r in group)),
+                au.s.eq(pick(al_s[r] for r in group)),
+            ]
             for k, r in enumerate(group):
                 with m.If(a_act & (ph == k)):
                     m.d.sync += [acc_s[r].eq(au.new_s), acc_e[r].eq(au.new_e)]

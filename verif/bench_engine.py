@@ -12,8 +12,8 @@ sweep of ``verif/cocotb/engine_bench_tb.py`` (every phase at sparsities 0, 0.5, 
 
 Usage: ``python -m verif.bench_engine [--config default] [--tile 64x64x256] [--seed 1]
 [--align-share 1]``. ``--align-share S`` measures the engine with S PEs per align unit (the
-FPGA board option, :class:`hdl.engine.Engine`); its Verilator build and raw records are kept
-apart from the S = 1 ones.
+FPGA area option of :class:`hdl.engine.Engine`); its Verilator build, raw records and
+outputs are kept apart from the S = 1 ones.
 """
 
 from __future__ import annotations
@@ -129,9 +129,10 @@ def main(argv=None) -> int:
         ap.error(str(exc))
     if args.summarize_only:
         dut._MustUse__silence = True  # not simulated: no "created but never used" warning
-    tag = cfg.name + (f"_s{share}" if share > 1 else "")
+    suffix = f"_s{share}" if share > 1 else ""
+    tag = cfg.name + suffix
     tile = args.tile or f"{cfg.max_m}x{cfg.max_n}x{cfg.max_k}"
-    out = Path(args.out or BUILD / ("bench" + (f"_s{share}" if share > 1 else ""))).resolve()
+    out = Path(args.out or BUILD / f"bench{suffix}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     raw = out / f"engine_raw_{tag}.json"
     if not args.summarize_only:
