@@ -19,10 +19,14 @@ board top, meets its declared clock):
   without the accelerator (the host can ping, read the ``ident`` CSR and use the memory).
 
 A design whose synthesized LUT4 count already exceeds the part is not given to nextpnr, and
-nextpnr is stopped when its packing report shows more cells than the part has or after
-``FPGA_PNR_TIMEOUT`` seconds (default 2700: a congested design can route for hours without
-converging); either way the next design is tried. ``FPGA_PNR_ARGS`` adds nextpnr arguments to
-every design (e.g. ``--placer static``). Every
+nextpnr is stopped when its packing report shows more cells than the part has, when its
+router has stalled (no new least count of overused wires in ``FPGA_PNR_STALL`` iterations,
+default 8, from iteration 20 while that count is 1,000 or more; 0 turns the check off) or
+after ``FPGA_PNR_TIMEOUT`` seconds (default 2700: a congested design can route for hours
+without converging); either way the next design is tried. While nextpnr runs, the build
+prints its packing, its placement (wirelength, estimated Fmax) and every fifth router
+iteration. ``FPGA_PNR_ARGS`` adds nextpnr arguments to every design (e.g. ``--placer
+static``). Every
 design's numbers go into ``build/fpga/<target>/report.json`` (``designs``); the first that
 placed (a board top: at its declared clock) provides the bitstream (``top.bin`` /
 ``top.bit``) and the top-level fields. Each design builds in
@@ -139,12 +143,92 @@ def pnr_timeout() -> float:
     return value
 
 
+STALL_FLOOR = 1000  #: overused wires below which router2 is left to finish (up to the timeout)
+STALL_FROM = 20  #: the first router2 iteration at which a stall can be declared
+
+
+def pnr_stall() -> int:
+    """Router2 iterations without a new least overuse after which nextpnr is stopped as stalled
+    (``FPGA_PNR_STALL``, default 8; 0 turns the check off). The check starts at iteration
+    :data:`STALL_FROM` and only while the least overuse is at least :data:`STALL_FLOOR` wires:
+    a design that routes comes down to a few hundred overused wires by then and may take many
+    more iterations to clear the last ones, where a congested one stops falling (on the
+    ULX3S ``default`` the least overuse, 4,000 to 7,000 wires, comes around iteration 13 to 21
+    and the count then climbs; ``docs/results.md``)."""
+    raw = os.environ.get("FPGA_PNR_STALL", "8")
+    if not raw.strip().isdigit():
+        raise ValueError(f"FPGA_PNR_STALL must be a whole number of router iterations (0 = "
+                         f"no stall check), not {raw!r}")
+    return int(raw)
+
+
+_PACKED = re.compile(r"Info:\s+(ICESTORM_LC|TRELLIS_COMB):\s+(\d+)/\s*(\d+)")
+_WIRELEN = re.compile(r"wirelen = (\d+)")
+_FMAX = re.compile(r"Max frequency for clock '[^']*': ([\d.]+) MHz")
+
+
+class PnRWatch:
+    """Reads a growing nextpnr log: the progress lines worth printing (packing, placement,
+    every fifth router2 iteration) and whether router2 has stalled (:func:`pnr_stall`).
+
+    ``update(text)`` takes the whole log so far and returns the new progress lines;
+    ``stalled`` is then ``None`` or the reason to stop."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.stalled = None
+        self._said = set()
+        self._iters = 0
+        self._least = None  # (overused wires, iteration)
+
+    def _say(self, key, line, out):
+        if key not in self._said:
+            self._said.add(key)
+            out.append(line)
+
+    def update(self, text: str) -> list[str]:
+        out = []
+        packed = _PACKED.search(text)
+        if packed:
+            kind, used, cap = packed.group(1), int(packed.group(2)), int(packed.group(3))
+            self._say("packed", f"    packed: {kind} {used:,} of {cap:,} "
+                                f"({100 * used // cap} %)", out)
+        fmax = _FMAX.search(text)
+        if fmax:
+            wl = _WIRELEN.findall(text[:fmax.start()])
+            wire = f"wirelength {int(wl[-1]):,}, " if wl else ""
+            self._say("placed", f"    placed: {wire}estimated {float(fmax.group(1)):.2f} MHz",
+                      out)
+        iters = [(int(i), int(o)) for i, o in _ROUTER.findall(text)]
+        for it, over in iters[self._iters:]:
+            if self._least is None or over < self._least[0]:
+                self._least = (over, it)
+            if it == 1 or it % 5 == 0:
+                out.append(f"    router2 iteration {it}: {over:,} wires overused")
+            least, at = self._least
+            if (self.patience and self.stalled is None and it >= STALL_FROM
+                    and least >= STALL_FLOOR and it - at >= self.patience):
+                self.stalled = (f"router2 stalled: least {least:,} overused wires at iteration "
+                                f"{at}, none fewer in the {it - at} iterations since "
+                                f"(FPGA_PNR_STALL sets the patience; 0 = no stall check)")
+        self._iters = len(iters)
+        return out
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    proc.wait()
+
+
 def _run(cmd, cwd: Path, log: Path, watch_fit: bool = False) -> float:
-    """Run ``cmd`` with its output in ``log``; with ``watch_fit`` (nextpnr), stop it as soon as
-    its utilization report shows more cells of a kind than the part has (nextpnr-ecp5 would
-    otherwise try to place an overfull design for many minutes), or when it has run for
-    :func:`pnr_timeout` seconds (a congested design can route for hours without converging)."""
+    """Run ``cmd`` with its output in ``log``; with ``watch_fit`` (nextpnr), print its progress
+    (:class:`PnRWatch`) and stop it as soon as its utilization report shows more cells of a
+    kind than the part has (nextpnr-ecp5 would otherwise try to place an overfull design for
+    many minutes), when its router has stalled (:func:`pnr_stall`), or when it has run for
+    :func:`pnr_timeout` seconds (a congested design can route for hours without
+    converging)."""
     limit = pnr_timeout() if watch_fit else None
+    watch = PnRWatch(pnr_stall()) if watch_fit else None
     t0 = time.monotonic()
     shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
     print(f"  $ {' '.join(map(str, cmd))}  (log: {shown})", flush=True)
@@ -153,18 +237,23 @@ def _run(cmd, cwd: Path, log: Path, watch_fit: bool = False) -> float:
         while proc.poll() is None:
             time.sleep(2)
             if watch_fit:
-                over = [(k, int(a), int(b)) for k, a, b in _OVERFULL.findall(log.read_text())
+                text = log.read_text()
+                for line in watch.update(text):
+                    print(f"{line}  [{time.monotonic() - t0:.0f} s]", flush=True)
+                over = [(k, int(a), int(b)) for k, a, b in _OVERFULL.findall(text)
                         if int(a) > int(b)]
                 if over:
-                    proc.terminate()
-                    proc.wait()
+                    _stop(proc)
                     k, a, b = over[0]
                     raise RuntimeError(f"ERROR: does not fit: {k} {a} of {b} "
                                        f"({100 * a / b:.0f} %) after packing")
+                if watch.stalled:
+                    _stop(proc)
+                    raise RuntimeError(f"ERROR: place and route did not finish: "
+                                       f"{watch.stalled}")
                 if time.monotonic() - t0 > limit:
-                    proc.terminate()
-                    proc.wait()
-                    iters = _ROUTER.findall(log.read_text())
+                    _stop(proc)
+                    iters = _ROUTER.findall(text)
                     where = (f" (router iteration {iters[-1][0]}: {iters[-1][1]} wires "
                              f"still overused)" if iters else " (still placing)")
                     raise RuntimeError(f"ERROR: place and route did not finish in "
@@ -280,6 +369,7 @@ def build(target: str, out_root: Path, designs=None) -> dict:
     t = TARGETS[target]
     # the environment's nextpnr settings, checked before minutes of synthesis, not after
     pnr_timeout()
+    pnr_stall()
     pnr_extra_args()
     out = out_root / target
     out.mkdir(parents=True, exist_ok=True)
