@@ -32,18 +32,6 @@ def test_pnr_timeout_lets_a_quick_run_finish(tmp_path, monkeypatch):
     assert took < 30
 
 
-@pytest.mark.parametrize("raw", ["0", "-5", "soon", "nan"])
-def test_pnr_timeout_rejects_bad_values(monkeypatch, raw):
-    monkeypatch.setenv("FPGA_PNR_TIMEOUT", raw)
-    with pytest.raises(ValueError, match="FPGA_PNR_TIMEOUT"):
-        build.pnr_timeout()
-
-
-def test_pnr_timeout_default(monkeypatch):
-    monkeypatch.delenv("FPGA_PNR_TIMEOUT", raising=False)
-    assert build.pnr_timeout() == 2700
-
-
 def test_pnr_extra_args(monkeypatch):
     monkeypatch.setenv("FPGA_PNR_ARGS", "--placer static  --seed 3")
     assert build.pnr_extra_args() == ["--placer", "static", "--seed", "3"]
@@ -115,15 +103,23 @@ def test_pnr_stall_stops_nextpnr(tmp_path, monkeypatch):
     assert time.monotonic() - t0 < 30
 
 
-@pytest.mark.parametrize("raw", ["-1", "soon", "2.5", ""])
-def test_pnr_stall_rejects_bad_values(monkeypatch, raw):
-    monkeypatch.setenv("FPGA_PNR_STALL", raw)
-    with pytest.raises(ValueError, match="FPGA_PNR_STALL must be a whole number"):
-        build.pnr_stall()
+BAD = [("FPGA_PNR_TIMEOUT", raw, "pnr_timeout", "FPGA_PNR_TIMEOUT must be a positive number")
+       for raw in ["0", "-5", "soon", "nan"]]
+BAD += [("FPGA_PNR_STALL", raw, "pnr_stall", "FPGA_PNR_STALL must be a whole number")
+        for raw in ["-1", "soon", "2.5", ""]]
 
 
-def test_pnr_stall_default(monkeypatch):
+@pytest.mark.parametrize("var, raw, read, message", BAD)
+def test_pnr_limits_reject_bad_values(monkeypatch, var, raw, read, message):
+    monkeypatch.setenv(var, raw)
+    with pytest.raises(ValueError, match=message):
+        getattr(build, read)()
+
+
+def test_pnr_limit_defaults(monkeypatch):
+    monkeypatch.delenv("FPGA_PNR_TIMEOUT", raising=False)
     monkeypatch.delenv("FPGA_PNR_STALL", raising=False)
+    assert build.pnr_timeout() == 2700
     assert build.pnr_stall() == 8
     monkeypatch.setenv("FPGA_PNR_STALL", "0")
     assert build.pnr_stall() == 0
