@@ -21,7 +21,7 @@ board top, meets its declared clock):
 A design whose synthesized LUT4 count already exceeds the part is not given to nextpnr, and
 nextpnr is stopped when its packing report shows more cells than the part has, when its
 router has stalled (no new least count of overused wires in ``FPGA_PNR_STALL`` iterations,
-default 8, from iteration 20 while that count is 1,000 or more; 0 turns the check off) or
+default 8, from iteration 20 while 1,000 or more are overused; 0 turns the check off) or
 after ``FPGA_PNR_TIMEOUT`` seconds (default 2700: a congested design can route for hours
 without converging); either way the next design is tried. While nextpnr runs, the build
 prints its packing, its placement (wirelength, estimated Fmax) and every fifth router
@@ -150,11 +150,12 @@ STALL_FROM = 20  #: the first router2 iteration at which a stall can be declared
 def pnr_stall() -> int:
     """Router2 iterations without a new least overuse after which nextpnr is stopped as stalled
     (``FPGA_PNR_STALL``, default 8; 0 turns the check off). The check starts at iteration
-    :data:`STALL_FROM` and only while the least overuse is at least :data:`STALL_FLOOR` wires:
-    a design that routes comes down to a few hundred overused wires by then and may take many
-    more iterations to clear the last ones, where a congested one stops falling (on the
-    ULX3S ``default`` the least overuse, 4,000 to 7,000 wires, comes around iteration 13 to 21
-    and the count then climbs; ``docs/results.md``)."""
+    :data:`STALL_FROM` and stops a run only while :data:`STALL_FLOOR` or more wires are
+    overused: a design that routes comes down to a few hundred overused wires by then and may
+    take many more iterations to clear the last ones, where a congested one stops falling (on
+    the ULX3S ``default`` the least overuse, 4,000 to 7,000 wires, comes around iteration 13
+    to 21 and the count then climbs) and a diverging one climbs back over a thousand (the
+    ULX3S ``small`` of 2026-11-27: 120 at iteration 50, 1,029 at 83; ``docs/results.md``)."""
     raw = os.environ.get("FPGA_PNR_STALL", "8")
     if not raw.strip().isdigit():
         raise ValueError(f"FPGA_PNR_STALL must be a whole number of router iterations (0 = "
@@ -207,10 +208,10 @@ class PnRWatch:
                 out.append(f"    router2 iteration {it}: {over:,} wires overused")
             least, at = self._least
             if (self.patience and self.stalled is None and it >= STALL_FROM
-                    and least >= STALL_FLOOR and it - at >= self.patience):
+                    and over >= STALL_FLOOR and it - at >= self.patience):
                 self.stalled = (f"router2 stalled: least {least:,} overused wires at iteration "
-                                f"{at}, none fewer in the {it - at} iterations since "
-                                f"(FPGA_PNR_STALL sets the patience; 0 = no stall check)")
+                                f"{at}, none fewer in the {it - at} iterations since ({over:,} "
+                                f"now; FPGA_PNR_STALL sets the patience, 0 = no stall check)")
         self._iters = len(iters)
         return out
 

@@ -74,9 +74,20 @@ def test_pnr_watch_declares_a_stall():
                                 "none fewer in the 8 iterations since")
 
 
+def test_pnr_watch_stops_a_diverging_router():
+    # least 120 at iteration 50, then climbing: 980 at iteration 79, 1,010 at 80
+    counts = [50000 // i for i in range(1, 50)] + [120] + [140 + 30 * i for i in range(40)]
+    w = build.PnRWatch(8)
+    w.update(_router_log(counts[:79]))
+    assert w.stalled is None  # still under STALL_FLOOR
+    w.update(_router_log(counts[:80]))
+    assert w.stalled.startswith("router2 stalled: least 120 overused wires at iteration 50, "
+                                "none fewer in the 30 iterations since (1,010 now;")
+
+
 @pytest.mark.parametrize("counts, patience", [
     ([50000 - 2000 * i for i in range(19)] + [9000] * 30, 0),  # check off
-    ([60000, 30000, 900] + [950] * 40, 8),                    # least below STALL_FLOOR
+    ([60000, 30000, 900] + [950] * 40, 8),                    # below STALL_FLOOR
     ([60000, 20000, 5000] + [5100] * 16, 8),                  # before STALL_FROM
     ([60000 - 1000 * i for i in range(50)], 8),               # still falling
 ])
