@@ -4,7 +4,8 @@ Targets (``--target``, repeatable; default both):
 
 * ``ice40-tiny``: iCEBreaker (iCE40 UP5K, sg48, 12 MHz), ``synth_ice40 -dsp``;
 * ``ecp5-default``: ULX3S 85F (ECP5 LFE5U-85F, CABGA381, 12.5 MHz from the PLL),
-  ``synth_ecp5``.
+  ``synth_ecp5`` with ``abc -lut 4``; board tops and the link place and route without
+  timing-driven costs (``--no-tmdriv``; timing is checked after routing).
 
 Each target has a list of *designs* tried in order until one places and routes (and, for a
 board top, meets its declared clock):
