@@ -171,7 +171,6 @@ def pnr_stall() -> int:
     return int(raw)
 
 
-_PACKED = re.compile(r"Info:\s+(ICESTORM_LC|TRELLIS_COMB):\s+(\d+)/\s*(\d+)")
 _WIRELEN = re.compile(r"wirelen = (\d+)")
 _FMAX = re.compile(r"Max frequency for clock '[^']*': ([\d.]+) MHz")
 
@@ -181,7 +180,8 @@ class PnRWatch:
     every fifth router2 iteration) and whether router2 has stalled (:func:`pnr_stall`).
 
     ``update(text)`` takes the whole log so far and returns the new progress lines;
-    ``stalled`` is then ``None`` or the reason to stop."""
+    ``stalled`` is then ``None`` or the reason to stop, ``last`` the latest router2
+    iteration and its overused wires (``None`` while placing)."""
 
     def __init__(self, patience: int):
         self.patience = patience
@@ -189,6 +189,7 @@ class PnRWatch:
         self._said = set()
         self._iters = 0
         self._least = None  # (overused wires, iteration)
+        self.last = None
 
     def _say(self, key, line, out):
         if key not in self._said:
@@ -197,11 +198,11 @@ class PnRWatch:
 
     def update(self, text: str) -> list[str]:
         out = []
-        packed = _PACKED.search(text)
-        if packed:
-            kind, used, cap = packed.group(1), int(packed.group(2)), int(packed.group(3))
-            self._say("packed", f"    packed: {kind} {used:,} of {cap:,} "
-                                f"({100 * used // cap} %)", out)
+        for kind, used, cap in _OVERFULL.findall(text):
+            if kind in ("ICESTORM_LC", "TRELLIS_COMB"):  # the logic cells
+                used, cap = int(used), int(cap)
+                self._say("packed", f"    packed: {kind} {used:,} of {cap:,} "
+                                    f"({100 * used // cap} %)", out)
         fmax = _FMAX.search(text)
         if fmax:
             wl = _WIRELEN.findall(text[:fmax.start()])
@@ -210,6 +211,7 @@ class PnRWatch:
                       out)
         iters = [(int(i), int(o)) for i, o in _ROUTER.findall(text)]
         for it, over in iters[self._iters:]:
+            self.last = (it, over)
             if self._least is None or over < self._least[0]:
                 self._least = (over, it)
             if it == 1 or it % 5 == 0:
@@ -262,9 +264,8 @@ def _run(cmd, cwd: Path, log: Path, watch_fit: bool = False) -> float:
                                        f"{watch.stalled}")
                 if time.monotonic() - t0 > limit:
                     _stop(proc)
-                    iters = _ROUTER.findall(text)
-                    where = (f" (router iteration {iters[-1][0]}: {iters[-1][1]} wires "
-                             f"still overused)" if iters else " (still placing)")
+                    where = (f" (router iteration {watch.last[0]}: {watch.last[1]} wires "
+                             f"still overused)" if watch.last else " (still placing)")
                     raise RuntimeError(f"ERROR: place and route did not finish in "
                                        f"{limit / 60:.0f} min{where}; FPGA_PNR_TIMEOUT "
                                        f"sets the limit")
